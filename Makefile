@@ -1,0 +1,56 @@
+# incident-harness: reproduce Kubernetes incidents on local kind clusters, keep them fixed.
+# `make` (or `make help`) lists the targets.
+
+SHELL := bash
+.DEFAULT_GOAL := help
+PY ?= python3
+CLUSTER ?= incident-harness
+SCENARIO ?= scenarios/arm64-on-amd64.yaml
+PYTEST_ARGS ?=
+export HARNESS_CLUSTER := $(CLUSTER)
+
+.PHONY: help setup node-image node-image-if-needed cluster test test-unit test-e2e reproduce doctor lint bench soak clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+	@echo "  variables: CLUSTER=$(CLUSTER) SCENARIO=$(SCENARIO) PY=$(PY)"
+
+setup: ## install and start what is missing: Docker engine, kind, buildx, build tools, Python deps
+	@hermetic/setup-host.sh
+	@$(PY) -m pip install -q -e '.[dev]'
+
+node-image: setup ## build the registry-free kind node image (Debian packages + Go modules; cached)
+	$(PY) -m hermetic.node_image
+
+node-image-if-needed: setup ## use kindest/node when a registry answers, else build the registry-free image
+	@$(PY) -m hermetic.node_image --if-needed
+
+cluster: node-image-if-needed ## create (or reuse) the kind cluster CLUSTER and print how to use kubectl with it
+	$(PY) -m harness cluster create --name $(CLUSTER)
+
+test: setup node-image-if-needed ## the whole suite: unit tests, then e2e tests on a real kind cluster
+	$(PY) -m pytest tests/unit tests/e2e $(PYTEST_ARGS)
+
+test-unit: ## unit tests only (no cluster, no Docker engine)
+	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+
+test-e2e: setup node-image-if-needed ## e2e tests on a real kind cluster (created or reused)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+reproduce: setup node-image-if-needed ## reproduce SCENARIO end to end: incident, fix, verdict and reports
+	$(PY) -m harness reproduce $(SCENARIO)
+
+doctor: ## tools, engine, node platform, emulation state: can the incident reproduce here?
+	$(PY) -m harness doctor
+
+lint: ## ruff, ruff format --check, mypy --strict, actionlint
+	scripts/lint.sh
+
+bench: setup node-image-if-needed ## time to verdict against the floor and a naive baseline (table + JSON)
+	$(PY) scripts/bench.py
+
+soak: setup node-image-if-needed ## reliability: 20 runs in a row, interrupts, faults, gc
+	$(PY) scripts/soak.py
+
+clean: ## delete the harness's clusters, containers, images and caches (nothing else)
+	$(PY) -m harness gc --all --yes

@@ -1,0 +1,1 @@
+"""orders-api: the service under test, as deployed in the seed incident."""

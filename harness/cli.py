@@ -1,0 +1,205 @@
+"""python -m harness: list, doctor, reproduce, cluster, gc. A thin door onto the library."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from harness import platforms, report, scenario, tools
+from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
+from harness.errors import HarnessError
+from harness.runner import ExitStatus, RunOptions, run_scenario
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    paths = scenario.discover()
+    if not paths:
+        print(f"no scenario files in {scenario.SCENARIO_DIR}")
+        return int(ExitStatus.BAD_INPUT)
+    status = 0
+    for path in paths:
+        try:
+            s = scenario.load(path)
+            print(f"{s.name:28} {s.title}  ({path.relative_to(tools.REPO_ROOT)})")
+        except scenario.ScenarioError as exc:
+            print(f"{path.name:28} INVALID: {exc.cause}")
+            status = int(ExitStatus.BAD_INPUT)
+    return status
+
+
+def _line(label: str, value: str) -> None:
+    print(f"  {label:22} {value}")
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    problems = 0
+    print("tools")
+    for name, cmd in {
+        "docker client": [tools.docker_binary(), "version", "--format", "{{.Client.Version}}"],
+        "docker engine": [tools.docker_binary(), "version", "--format", "{{.Server.Version}}"],
+        "kind": [tools.kind_binary(), "version"],
+        "go": ["go", "version"],
+    }.items():
+        try:
+            result = tools.run(cmd, check=False, timeout=30)
+            ok = result.returncode == 0
+            _line(name, (result.stdout.strip() or result.stderr.strip()).splitlines()[0] if ok else
+                  "NOT AVAILABLE: " + (result.stderr.strip().splitlines() or ["?"])[-1])
+        except HarnessError as exc:
+            ok = False
+            _line(name, f"MISSING ({exc.cause}); {exc.remedy}")
+        problems += 0 if ok or name == "go" else 1
+    buildx = tools.buildx_command()
+    _line("buildx", " ".join(buildx) if buildx else "missing (run 'make setup'; the classic builder still works)")
+    try:
+        _line("kubectl", tools.kubectl_binary())
+    except HarnessError as exc:
+        _line("kubectl", f"missing: {exc.remedy}")
+    bounding = Path("/proc/self/status").read_text()
+    capbnd = next((line.split()[1] for line in bounding.splitlines() if line.startswith("CapBnd:")), "?")
+    _line("capability bounding", capbnd + (" (short: privileged nodes need the capfilter runtime)"
+                                           if capbnd != "?" and int(capbnd, 16) & ((1 << 41) - 1) != (1 << 41) - 1 else ""))
+
+    print("node images")
+    pins = tools.versions()
+    for ref in (pins["KINDEST_NODE_IMAGE"], f"{REGISTRY_FREE_REPO}:{pins['K8S_VERSION']}"):
+        present = tools.run([tools.docker_binary(), "image", "inspect", ref], check=False, timeout=30).returncode == 0
+        _line(ref, "present" if present else "not present")
+
+    print("platforms")
+    host = platforms.host_platform()
+    _line("host", str(host))
+    node = host
+    name = args.cluster_name or default_name()
+    cluster = KindCluster(name=name)
+    try:
+        if cluster.exists() and kubeconfig_path(name).exists():
+            raw = cluster.core.api_client.sanitize_for_serialization(cluster.core.list_node().items[0])
+            node = platforms.node_platform(raw)
+            _line(f"nodes of {name}", str(node))
+        else:
+            _line("nodes", f"no cluster {name!r} yet: assuming the host's platform")
+    except HarnessError as exc:
+        _line("nodes", f"unknown ({exc.cause})")
+    emulation = platforms.read_binfmt()
+    _line("emulation", emulation.describe())
+    foreign = platforms.parse_platform("linux/arm64" if node.architecture == "amd64" else "linux/amd64")
+    expectation = platforms.expected_outcome(foreign, node, emulation)
+    print("can the platform mismatch reproduce here?")
+    print(f"  {platforms.explain(foreign, node, emulation)}")
+    if expectation is platforms.Expectation.EXEC_FORMAT_ERROR:
+        print("  yes: a foreign image fails with 'exec format error', as in the incident")
+    elif expectation is platforms.Expectation.EMULATED:
+        print("  no: emulation would run the foreign image; the harness will report 'masked by emulation'.")
+        print(f"  to reproduce, disable the handler: echo 0 > /proc/sys/fs/binfmt_misc/qemu-{platforms.qemu_name(foreign)}")
+    else:
+        print(f"  partly: {expectation.name.lower().replace('_', ' ')}")
+    return 0 if problems == 0 else int(ExitStatus.ENVIRONMENT)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    s = scenario.load(args.scenario)
+    print(f"scenario {s.name}: {s.title}")
+    printer = None if args.quiet else report.live_printer(sys.stdout)
+    options = RunOptions(
+        cluster_name=args.cluster_name, node_image=args.node_image, kind_bin=args.kind_bin,
+        keep_cluster=not args.delete_cluster, keep_namespace=args.keep_namespace,
+        report_dir=Path(args.report_dir), artifacts_dir=Path(args.artifacts_dir), on_evidence=printer,
+    )
+    result = run_scenario(s, options)
+    print()
+    print(report.render_terminal(result.report))
+    for path in result.report_paths:
+        print(f"report: {path}")
+    status = result.exit_status
+    if status is ExitStatus.MASKED_BY_EMULATION:
+        print("verdict: MASKED BY EMULATION: the foreign image ran under an emulator on this host; "
+              "the incident cannot show here (see 'python -m harness doctor')")
+    return int(status)
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    cluster = KindCluster(name=args.name or default_name(), node_image=args.node_image, kind_bin=args.kind_bin,
+                          workers=args.workers)
+    if args.action == "create":
+        cluster.create()
+        print(f"cluster {cluster.name} is ready ({'reused' if cluster.reused else 'created'}).")
+        print("point kubectl at it with:")
+        print(f"  export KUBECONFIG={cluster.kubeconfig}")
+        print("  kubectl get nodes")
+    elif args.action == "delete":
+        cluster.delete()
+        print(f"cluster {cluster.name} deleted")
+    else:
+        print(cluster.kubeconfig)
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from harness import gc
+
+    found = gc.find()
+    for item in found:
+        print(f"{'removing' if args.yes else 'would remove'} {item.kind} {item.name}")
+    if args.all:
+        print(f"{'removing' if args.yes else 'would remove'} cache {tools.cache_dir()}")
+    if not args.yes:
+        print("(dry run: add --yes to remove)")
+        return 0
+    gc.remove(found)
+    if args.all:
+        shutil.rmtree(tools.cache_dir(), ignore_errors=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description="Reproduce Kubernetes incidents on kind.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the scenario files").set_defaults(func=_cmd_list)
+
+    doctor = sub.add_parser("doctor", help="tools, engine, platforms, emulation: can the incident reproduce here?")
+    doctor.add_argument("--cluster-name", default=None)
+    doctor.set_defaults(func=_cmd_doctor)
+
+    rep = sub.add_parser("reproduce", help="run a scenario end to end and print the verdict")
+    rep.add_argument("scenario", help="a scenario file, or the name of one in scenarios/")
+    rep.add_argument("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
+    rep.add_argument("--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
+    rep.add_argument("--kind-bin", default=None, help="kind binary to use")
+    rep.add_argument("--delete-cluster", action="store_true", help="delete the cluster afterwards if this run created it")
+    rep.add_argument("--keep-namespace", action="store_true", help="keep the scenario's namespace for inspection")
+    rep.add_argument("--report-dir", default="reports", help="where the Markdown and JSON reports go")
+    rep.add_argument("--artifacts-dir", default="artifacts", help="where evidence of a failed run goes")
+    rep.add_argument("--quiet", action="store_true", help="no live timeline")
+    rep.set_defaults(func=_cmd_reproduce)
+
+    cl = sub.add_parser("cluster", help="create, delete, or show the kubeconfig of a harness cluster")
+    cl.add_argument("action", choices=["create", "delete", "kubeconfig"])
+    cl.add_argument("--name", default=None)
+    cl.add_argument("--node-image", default=None)
+    cl.add_argument("--kind-bin", default=None)
+    cl.add_argument("--workers", type=int, default=0)
+    cl.set_defaults(func=_cmd_cluster)
+
+    gcp = sub.add_parser("gc", help="list (and with --yes remove) clusters, containers and images the harness made")
+    gcp.add_argument("--yes", action="store_true", help="remove them (default: only list)")
+    gcp.add_argument("--all", action="store_true", help="also remove the harness's caches")
+    gcp.set_defaults(func=_cmd_gc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except scenario.ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitStatus.BAD_INPUT)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitStatus.ENVIRONMENT)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return int(ExitStatus.INTERRUPTED)

@@ -1,0 +1,310 @@
+"""kind cluster lifecycle: create or reuse, a private kubeconfig, load images, export logs.
+
+Works without pytest. Every tool call goes through harness.tools.run, so a failure carries
+the command line, exit code and output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch
+
+from harness import tools
+from harness.errors import ClusterGone, GuardRefused, HarnessError, ToolError
+
+MANAGED_LABEL = "incident-harness.io/managed"
+REGISTRY_FREE_REPO = "incident-harness/node"
+
+
+def default_name() -> str:
+    """The cluster name: HARNESS_CLUSTER, else 'incident-harness' (+ the xdist worker id)."""
+    base = os.environ.get("HARNESS_CLUSTER", "incident-harness")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"{base}-{worker}" if worker else base
+
+
+def kubeconfig_path(name: str) -> Path:
+    return tools.cache_dir() / "clusters" / name / "kubeconfig"
+
+
+@dataclass(frozen=True)
+class NodeImageChoice:
+    image: str
+    source: str  # "forced", "kindest", "registry-free"
+
+
+_PULL_FAILED: dict[str, str] = {}
+
+
+def resolve_node_image(forced: str | None = None) -> NodeImageChoice:
+    """Which node image to use.
+
+    A forced image (argument or HARNESS_NODE_IMAGE) wins. Otherwise kindest/node when it is
+    present or can be pulled (a registry is reachable), else the registry-free image built
+    by `make node-image`.
+    """
+    docker = tools.docker_binary()
+    forced = forced or os.environ.get("HARNESS_NODE_IMAGE") or None
+    if forced:
+        return NodeImageChoice(forced, "forced")
+    pins = tools.versions()
+    kindest = pins["KINDEST_NODE_IMAGE"]
+    if _image_present(docker, kindest):
+        return NodeImageChoice(kindest, "kindest")
+    if kindest not in _PULL_FAILED:
+        pulled = tools.run([docker, "pull", kindest], check=False, timeout=900)
+        if pulled.returncode == 0:
+            return NodeImageChoice(kindest, "kindest")
+        _PULL_FAILED[kindest] = (pulled.stderr.strip().splitlines() or ["pull failed"])[-1]
+    free = f"{REGISTRY_FREE_REPO}:{pins['K8S_VERSION']}"
+    if _image_present(docker, free):
+        return NodeImageChoice(free, "registry-free")
+    raise HarnessError(
+        f"no node image: {kindest} cannot be pulled ({_PULL_FAILED[kindest]}) and the "
+        f"registry-free image {free} is not built",
+        "run 'make node-image' (builds it from Debian packages and Go modules), or pass --node-image",
+    )
+
+
+def _image_present(docker: str, ref: str) -> bool:
+    return tools.run([docker, "image", "inspect", ref], check=False, timeout=60).returncode == 0
+
+
+@dataclass
+class KindCluster:
+    """A kind cluster the harness owns, with its own kubeconfig (never ~/.kube/config)."""
+
+    name: str = field(default_factory=default_name)
+    node_image: str | None = None
+    kind_bin: str | None = None
+    workers: int = 0
+    kubeconfig: Path = field(default=Path())
+    reused: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kubeconfig == Path():
+            self.kubeconfig = kubeconfig_path(self.name)
+
+    @cached_property
+    def kind(self) -> str:
+        return tools.kind_binary(self.kind_bin)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        tools.ensure_engine()
+        out = tools.run([self.kind, "get", "clusters"], timeout=60).stdout.split()
+        return self.name in out
+
+    def create(self, *, wait: float = 300) -> KindCluster:
+        """Create the cluster, or reuse it when one of that name exists; wait until it is ready."""
+        tools.ensure_engine()
+        self.kubeconfig.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.exists():
+            self.reused = True
+            self._export_kubeconfig()
+        else:
+            choice = resolve_node_image(self.node_image)
+            self.node_image = choice.image
+            config = self.kubeconfig.parent / "kind-config.yaml"
+            config.write_text(yaml.safe_dump(self.kind_config()))
+            tools.run(
+                [self.kind, "create", "cluster", "--name", self.name, "--image", choice.image,
+                 "--kubeconfig", str(self.kubeconfig), "--config", str(config)],
+                timeout=900,
+                remedy=f"read the output above; 'kind export logs --name {self.name}' collects node logs",
+            )
+        os.chmod(self.kubeconfig, 0o600)
+        self.wait_ready(timeout=wait)
+        return self
+
+    def kind_config(self) -> dict[str, Any]:
+        node = {"labels": {MANAGED_LABEL: "true"}}
+        nodes = [{"role": "control-plane", **node}] + [{"role": "worker", **node} for _ in range(self.workers)]
+        return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "nodes": nodes}
+
+    def delete(self) -> None:
+        """Delete the cluster and the files the harness made for it (nothing else)."""
+        if self.exists():
+            tools.run([self.kind, "delete", "cluster", "--name", self.name,
+                       "--kubeconfig", str(self.kubeconfig)], timeout=300)
+        shutil.rmtree(self.kubeconfig.parent, ignore_errors=True)
+
+    def _export_kubeconfig(self) -> None:
+        tools.run([self.kind, "export", "kubeconfig", "--name", self.name,
+                   "--kubeconfig", str(self.kubeconfig)], timeout=60)
+
+    # -- API -------------------------------------------------------------------------------
+
+    def api_client(self) -> k8s.ApiClient:
+        if not self.kubeconfig.exists():
+            raise ClusterGone(f"no kubeconfig for cluster {self.name!r}", "create it first ('make cluster')")
+        return k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    @cached_property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api_client())
+
+    @cached_property
+    def apps(self) -> k8s.AppsV1Api:
+        return k8s.AppsV1Api(self.api_client())
+
+    def nodes(self) -> list[str]:
+        return tools.run([self.kind, "get", "nodes", "--name", self.name], timeout=60).stdout.split()
+
+    def node_exec(self, node: str, cmd: list[str], *, check: bool = True, timeout: float = 120) -> tools.Result:
+        return tools.run([tools.docker_binary(), "exec", node, *cmd], check=check, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Wait (by watch) until every node is Ready and every kube-system pod is Running and ready."""
+        deadline = time.monotonic() + timeout
+        self._watch_until(
+            lambda: self.core.list_node,
+            {},
+            lambda items: bool(items) and all(_node_ready(n) for n in items),
+            deadline,
+            "nodes Ready",
+        )
+        self._watch_until(
+            lambda: self.core.list_namespaced_pod,
+            {"namespace": "kube-system"},
+            lambda items: bool(items) and all(_pod_running_ready(p) for p in items),
+            deadline,
+            "kube-system pods Running",
+        )
+
+    def _watch_until(self, lister: Any, kwargs: dict[str, Any], done: Any, deadline: float, what: str) -> None:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HarnessError(
+                    f"cluster {self.name!r}: timed out waiting for {what}",
+                    f"inspect with 'kubectl --kubeconfig {self.kubeconfig} get pods -A', or 'make clean' and retry",
+                )
+            listed = lister()(**kwargs)
+            items = {i.metadata.name: i for i in listed.items}
+            if done(list(items.values())):
+                return
+            stream = watch.Watch().stream(
+                lister(), resource_version=listed.metadata.resource_version,
+                timeout_seconds=max(1, int(min(remaining, 60))), **kwargs,
+            )
+            for event in stream:
+                obj = event["object"]
+                if event["type"] == "DELETED":
+                    items.pop(obj.metadata.name, None)
+                else:
+                    items[obj.metadata.name] = obj
+                if done(list(items.values())):
+                    return
+
+    # -- guard -----------------------------------------------------------------------------
+
+    def guard(self) -> None:
+        """Refuse to go on unless the kubeconfig points at this harness-made kind cluster."""
+        ensure_harness_context(self.kubeconfig, self.core)
+
+    # -- images ----------------------------------------------------------------------------
+
+    def load_image(self, ref: str) -> None:
+        """Load a local image into every node (all platforms) and verify it there with crictl."""
+        tools.run([self.kind, "load", "docker-image", ref, "--name", self.name], timeout=600)
+        for node in self.nodes():
+            if not self.image_on_node(node, ref):
+                raise HarnessError(
+                    f"image {ref} was loaded but is not visible to the CRI on node {node}",
+                    f"check 'docker exec {node} crictl images'; the image may be for a platform containerd filtered",
+                )
+
+    def load_archive(self, archive: Path, refs: list[str]) -> None:
+        """Import an image archive (docker or OCI layout, e.g. a multi-platform index) into every node."""
+        tools.run([self.kind, "load", "image-archive", str(archive), "--name", self.name], timeout=600)
+        for node in self.nodes():
+            for ref in refs:
+                if not self.image_on_node(node, ref):
+                    raise HarnessError(f"image {ref} from {archive.name} is not visible on node {node}",
+                                       f"check 'docker exec {node} crictl images'")
+
+    def image_on_node(self, node: str, ref: str) -> bool:
+        out = self.node_exec(node, ["crictl", "images", "-o", "json"]).stdout
+        wanted = _normalise_ref(ref)
+        for image in json.loads(out).get("images", []):
+            if wanted in {_normalise_ref(t) for t in image.get("repoTags") or []}:
+                return True
+        return False
+
+    def export_logs(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        tools.run([self.kind, "export", "logs", str(directory), "--name", self.name], timeout=600)
+        return directory
+
+
+def _normalise_ref(ref: str) -> str:
+    """docker.io/library/x:tag and x:tag name the same image."""
+    name = ref if ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"
+    first = name.split("/", 1)[0]
+    if "/" not in name or ("." not in first and ":" not in first and first != "localhost"):
+        name = "docker.io/" + (name if "/" in name else "library/" + name)
+    return name
+
+
+def _node_ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+
+
+def _pod_running_ready(pod: Any) -> bool:
+    if pod.status.phase == "Succeeded":
+        return True
+    ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    return bool(pod.status.phase == "Running" and ready)
+
+
+def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None) -> None:
+    """The guard: the current context must be a local kind cluster that the harness labelled.
+
+    Users keep production contexts; a reproduction must never reach them.
+    """
+    try:
+        loaded = yaml.safe_load(kubeconfig.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise GuardRefused(f"cannot read kubeconfig {kubeconfig}: {exc}", "create the cluster with 'make cluster'") from exc
+    current = loaded.get("current-context", "")
+    contexts = {c["name"]: c.get("context", {}) for c in loaded.get("contexts") or []}
+    clusters = {c["name"]: c.get("cluster", {}) for c in loaded.get("clusters") or []}
+    context = contexts.get(current)
+    remedy = "use a cluster made by the harness ('make cluster'); the harness never deploys elsewhere"
+    if not current.startswith("kind-") or context is None:
+        raise GuardRefused(f"refusing context {current!r} of {kubeconfig}: not a kind cluster", remedy)
+    server = clusters.get(context.get("cluster", ""), {}).get("server", "")
+    host = urlparse(server).hostname or ""
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        raise GuardRefused(f"refusing context {current!r}: API server {server} is not on this machine", remedy)
+    if core is not None:
+        try:
+            labelled = core.list_node(label_selector=f"{MANAGED_LABEL}=true").items
+        except Exception as exc:  # noqa: BLE001 - any API failure means we cannot prove ownership
+            raise GuardRefused(f"refusing context {current!r}: cannot list its nodes ({exc})", remedy) from exc
+        if not labelled:
+            raise GuardRefused(f"refusing context {current!r}: its nodes lack the {MANAGED_LABEL} label", remedy)
+
+
+def delete_cluster(name: str, kind_bin: str | None = None) -> None:
+    KindCluster(name=name, kind_bin=kind_bin).delete()
+
+
+__all__ = [
+    "KindCluster", "NodeImageChoice", "resolve_node_image", "ensure_harness_context",
+    "kubeconfig_path", "default_name", "delete_cluster", "MANAGED_LABEL", "ToolError",
+]

@@ -1,0 +1,55 @@
+"""Errors a user can meet: each says what failed and what to do next."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """A failure with a one-line cause and a one-line remedy; no traceback is shown for it."""
+
+    def __init__(self, cause: str, remedy: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.remedy = remedy
+
+    def __str__(self) -> str:
+        if self.remedy:
+            return f"{self.cause}\n  what to do: {self.remedy}"
+        return self.cause
+
+
+class ToolError(HarnessError):
+    """A subprocess that failed: carries the command line, exit code and output."""
+
+    def __init__(
+        self,
+        cmd: list[str],
+        returncode: int,
+        stdout: str,
+        stderr: str,
+        remedy: str = "",
+        tail_lines: int = 15,
+    ) -> None:
+        self.cmd = list(cmd)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        output = (stderr.strip() or stdout.strip()).splitlines()[-tail_lines:]
+        shown = "\n    ".join(output) if output else "(no output)"
+        cause = f"command failed (exit {returncode}): {' '.join(cmd)}\n    {shown}"
+        super().__init__(cause, remedy)
+
+
+class ToolMissing(HarnessError):
+    """A required program is not installed."""
+
+
+class EngineUnavailable(HarnessError):
+    """The Docker engine does not answer."""
+
+
+class ClusterGone(HarnessError):
+    """The kind cluster disappeared or stopped answering mid-run."""
+
+
+class GuardRefused(HarnessError):
+    """The kubeconfig context is not a kind cluster made by the harness."""

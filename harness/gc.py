@@ -1,0 +1,48 @@
+"""Finding and removing what the harness made: clusters, containers, images (by label and name)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+from harness import tools
+from harness.cluster import KindCluster
+
+
+@dataclass(frozen=True)
+class Made:
+    kind: str  # "cluster", "container", "image"
+    name: str
+
+
+def find() -> list[Made]:
+    """Clusters with a harness kubeconfig folder, labelled containers, and incident-harness/* images."""
+    tools.ensure_engine()
+    docker = tools.docker_binary()
+    found: list[Made] = []
+    clusters_dir = tools.cache_dir() / "clusters"
+    existing = set(tools.run([tools.kind_binary(), "get", "clusters"], timeout=60).stdout.split())
+    if clusters_dir.is_dir():
+        found += [Made("cluster", d.name) for d in sorted(clusters_dir.iterdir()) if d.is_dir() and d.name in existing]
+    containers = tools.run([docker, "ps", "-a", "--filter", "label=io.incident-harness.managed=true",
+                            "--format", "{{.Names}}"], timeout=60).stdout.split()
+    found += [Made("container", c) for c in containers]
+    images = tools.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60).stdout.split()
+    found += [Made("image", i) for i in images if i.startswith("incident-harness/") and not i.endswith(":<none>")]
+    return found
+
+
+def remove(items: list[Made]) -> None:
+    docker = tools.docker_binary()
+    for item in items:
+        if item.kind == "cluster":
+            KindCluster(name=item.name).delete()
+        elif item.kind == "container":
+            tools.run([docker, "rm", "-f", item.name], check=False, timeout=120)
+    refs = [i.name for i in items if i.kind == "image"]
+    if refs:
+        tools.run([docker, "rmi", "-f", *refs], check=False, timeout=600)
+    leftover = tools.cache_dir() / "clusters"
+    for item in items:
+        if item.kind == "cluster":
+            shutil.rmtree(leftover / item.name, ignore_errors=True)

@@ -1,0 +1,391 @@
+"""The runner: turns a scenario into steps and a verdict.
+
+    validate -> cluster -> build images per platform -> verify platform -> load (verify on node)
+    -> apply workload -> watch, classify, collect evidence -> compare with the expectation
+    -> fix steps -> watch again -> verdict + report
+
+Each step is try / catch / finally: on failure the evidence (describe, events, logs, kind's
+logs) is saved before clean-up, and clean-up runs in reverse order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from pathlib import Path
+
+from harness import images, outcomes, platforms, tools, workload
+from harness.cluster import KindCluster
+from harness.errors import HarnessError
+from harness.outcomes import Evidence, Outcome, Verdict
+from harness.platforms import Platform
+from harness.report import RunReport, StepReport, StepStatus, VerdictReport, write_reports
+from harness.scenario import Expected, ImageSpec, Scenario, Symptom
+
+PYTHON_BASE_PLACEHOLDER = "{python-base}"
+OFFICIAL_PYTHON_BASE = "python:3.11-slim"
+
+
+class ExitStatus(IntEnum):
+    """Exit codes of `python -m harness reproduce`, for CI."""
+
+    OK = 0                      # every expectation met: incident reproduced (and fix verified)
+    EXPECTATION_FAILED = 1      # a symptom did not show, or the fix did not hold
+    BAD_INPUT = 2               # the scenario file or the command line is wrong
+    ENVIRONMENT = 3             # Docker, kind or the cluster failed or vanished
+    MASKED_BY_EMULATION = 4     # the foreign image RAN under emulation: not reproducible on this host
+    INTERRUPTED = 130
+
+
+@dataclass
+class RunOptions:
+    cluster: KindCluster | None = None
+    cluster_name: str | None = None
+    node_image: str | None = None
+    kind_bin: str | None = None
+    keep_cluster: bool = True
+    keep_namespace: bool = False
+    report_dir: Path | None = Path("reports")
+    artifacts_dir: Path = Path("artifacts")
+    on_evidence: Callable[[Evidence], None] | None = None
+    say: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class SymptomCheck:
+    symptom: Symptom
+    seen: bool
+    detail: str
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    report: RunReport
+    symptoms: list[SymptomCheck]
+    verdicts: list[VerdictReport]
+    report_paths: tuple[Path, ...] = ()
+    images: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        return ExitStatus(self.report.exit_status)
+
+
+class _Run:
+    """State of one run; its methods are the steps."""
+
+    def __init__(self, scenario: Scenario, options: RunOptions) -> None:
+        self.s = scenario
+        self.o = options
+        self.started = datetime.now(UTC)
+        self.steps: list[StepReport] = []
+        self.verdicts: list[VerdictReport] = []
+        self.symptoms: list[SymptomCheck] = []
+        self.facts: dict[str, str] = {}
+        self.cleanups: list[tuple[str, Callable[[], None]]] = []
+        self.built: dict[str, str] = {}
+        self.cluster: KindCluster | None = options.cluster
+        self.node_platform: Platform | None = None
+        self.emulation: platforms.EmulationState | None = None
+        self.namespace = ""
+        self.work: workload.Workload | None = None
+        self.fix_verified: bool | None = None
+        self.masked = False
+        self.artifacts: list[str] = []
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        began = time.monotonic()
+        self.o.say(f"==> {name}")
+        try:
+            yield
+        except BaseException as exc:
+            self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.FAILED, _first_line(exc)))
+            raise
+        self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.OK))
+
+    def prepare_cluster(self) -> None:
+        with self.step("cluster"):
+            if self.cluster is None:
+                self.cluster = KindCluster(
+                    name=self.o.cluster_name or KindCluster().name, node_image=self.o.node_image or self.s.node_image,
+                    kind_bin=self.o.kind_bin, workers=self.s.workers,
+                )
+                self.cluster.create()
+                if not self.cluster.reused and not self.o.keep_cluster:
+                    self.cleanups.append(("delete cluster", self.cluster.delete))
+            self.cluster.guard()
+            nodes = self.cluster.core.list_node().items
+            self.node_platform = platforms.node_platform(self.cluster.core.api_client.sanitize_for_serialization(nodes[0]))
+            self.emulation = platforms.read_binfmt()
+            self.facts.update({
+                "cluster": f"{self.cluster.name} ({'reused' if self.cluster.reused else 'created'})",
+                "node image": self.cluster.node_image or "(existing cluster)",
+                "node platform": str(self.node_platform),
+                "host platform": str(platforms.host_platform()),
+                "emulation": self.emulation.describe(),
+                "kubeconfig": str(self.cluster.kubeconfig),
+            })
+
+    def resolve_platform(self, word: str) -> Platform:
+        assert self.node_platform is not None
+        if word == "native":
+            return self.node_platform
+        if word == "foreign":
+            other = "arm64" if self.node_platform.architecture == "amd64" else "amd64"
+            return platforms.parse_platform(f"linux/{other}")
+        return platforms.parse_platform(word)
+
+    def build_and_load(self, name: str) -> str:
+        """Build image `name` of the scenario for its platform(s), verify, load, verify on nodes."""
+        if name in self.built:
+            return self.built[name]
+        spec = self.s.images[name]
+        assert self.cluster is not None
+        words = spec.platforms or (spec.platform,)
+        targets = [self.resolve_platform(w) for w in words]
+        with self.step(f"build {name} for {', '.join(str(t) for t in targets)}"):
+            built = [self._build_one(spec, t) for t in targets]
+            for b in built:
+                self.o.say(f"    built {b.ref} ({b.platform}, {b.builder.value}, {b.seconds:.1f}s)")
+        with self.step(f"load {name} into the nodes"):
+            if len(built) == 1:
+                ref = built[0].ref
+                self.cluster.load_image(ref)
+            else:
+                digest = "-".join(b.ref.rsplit("-", 1)[-1][:6] for b in built)
+                ref = f"incident-harness/{name}:multi-{digest}"
+                archive = tools.cache_dir() / "indexes" / f"{name}-multi-{digest}.tar"
+                archive.parent.mkdir(parents=True, exist_ok=True)
+                images.build_index(built, archive, ref)
+                self.cluster.load_archive(archive, [ref])
+            self.o.say(f"    {ref} present on every node (crictl)")
+        self.built[name] = ref
+        return ref
+
+    def _build_one(self, spec: ImageSpec, platform: Platform) -> images.BuiltImage:
+        context = images.stage_service_context() if spec.prepare == "service" else spec.context
+        args = {k: self._fill(v, platform) for k, v in spec.build_args.items()}
+        return images.build_image(
+            context, platform, dockerfile=spec.dockerfile, build_args=args,
+            repository=f"incident-harness/{spec.name}", builder=images.Builder(spec.builder),
+        )
+
+    def _fill(self, value: str, platform: Platform) -> str:
+        if PYTHON_BASE_PLACEHOLDER not in value:
+            return value
+        assert self.cluster is not None
+        registry = (self.cluster.node_image or "").startswith("kindest/")
+        base = OFFICIAL_PYTHON_BASE if registry else images.ensure_python_base(platform)
+        return value.replace(PYTHON_BASE_PLACEHOLDER, base)
+
+    def apply_workload(self) -> None:
+        assert self.cluster is not None
+        w = self.s.workload
+        image = self.build_and_load(w.image)
+        init_image = self.build_and_load(w.init_image) if w.init_image else None
+        with self.step("apply workload"):
+            self.cluster.guard()
+            self.namespace = workload.create_namespace(self.cluster.core, self.s.name)
+            if not self.o.keep_namespace:
+                self.cleanups.append((f"delete namespace {self.namespace}",
+                                      lambda: workload.delete_namespace(self.cluster.core, self.namespace)))  # type: ignore[union-attr]
+            docs = workload.render(
+                workload.load_manifests(w.manifests), namespace=self.namespace, image=image,
+                container=w.container, pull_policy=w.pull_policy, init_image=init_image, patches=w.patch,
+            )
+            self.work = workload.apply(self.cluster.api_client(), docs, w.deployment)
+            self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
+
+    def _foreign_expectation(self) -> platforms.Expectation:
+        """What the platforms say should happen to the workload's image on these nodes."""
+        assert self.node_platform is not None and self.emulation is not None
+        spec = self.s.images[self.s.workload.image]
+        if spec.platforms:  # a multi-platform index: the node picks its own
+            return platforms.Expectation.NATIVE
+        return platforms.expected_outcome(self.resolve_platform(spec.platform), self.node_platform, self.emulation)
+
+    def watch_incident(self) -> None:
+        assert self.cluster is not None and self.work is not None
+        expect = self.s.expect
+        wanted = expect.outcome
+        platform_expectation = self._foreign_expectation()
+        emulated = platform_expectation is platforms.Expectation.EMULATED
+        if emulated:
+            spec = self.s.images[self.s.workload.image]
+            assert self.node_platform is not None and self.emulation is not None
+            note = platforms.explain(self.resolve_platform(spec.platform), self.node_platform, self.emulation)
+            self.o.say(f"    emulation: {note}")
+            self.facts["emulation verdict"] = note
+            wanted = Outcome.RAN_EMULATED
+        with self.step(f"watch: expect {wanted.label}"):
+            verdict = outcomes.watch_workload(
+                self.cluster.core, self.namespace, self.work.selector, expect=wanted,
+                timeout=expect.timeout, on_evidence=self.o.on_evidence, emulated=emulated,
+                min_restarts=_min_restarts(expect),
+            )
+        self.verdicts.append(VerdictReport.judge("incident", wanted, verdict))
+        self.masked = emulated and verdict.outcome is Outcome.RAN_EMULATED
+        self.symptoms = [] if self.masked else [_check(s, verdict) for s in expect.symptoms]
+        for check in self.symptoms:
+            self.o.say(f"    [{'x' if check.seen else ' '}] {check.symptom.describe()}  {check.detail}")
+
+    def run_fix(self) -> None:
+        if not self.s.fix_steps or self.s.fix_expect is None or self.masked:
+            return
+        assert self.cluster is not None and self.work is not None
+        fix_started = datetime.now(UTC)
+        deployment = self.work.deployment
+        for step in self.s.fix_steps:
+            if step.kind == "setImage":
+                ref = self.build_and_load(step.value)
+                with self.step(f"fix: set image {step.value}"):
+                    _need(deployment, "setImage")
+                    workload.set_image(self.cluster.apps, self.namespace, deployment, ref,  # type: ignore[arg-type]
+                                       container=self.s.workload.container, pull_policy=self.s.workload.pull_policy)
+            elif step.kind == "rolloutRestart":
+                with self.step("fix: rollout restart"):
+                    _need(deployment, "rolloutRestart")
+                    workload.rollout_restart(self.cluster.apps, self.namespace, deployment)  # type: ignore[arg-type]
+            elif step.kind == "rollback":
+                with self.step("fix: rollout undo"):
+                    _need(deployment, "rollback")
+                    workload.rollback(self.cluster.apps, self.namespace, deployment)  # type: ignore[arg-type]
+        fe = self.s.fix_expect
+        with self.step(f"watch fix: expect {fe.outcome.label}"):
+            if fe.deployment_available and deployment:
+                verdict = outcomes.wait_deployment_available(
+                    self.cluster.apps, self.cluster.core, self.namespace, deployment, fe.timeout,
+                    on_evidence=self.o.on_evidence,
+                )
+            else:
+                verdict = outcomes.watch_workload(
+                    self.cluster.core, self.namespace, self.work.selector, expect=fe.outcome, timeout=fe.timeout,
+                    on_evidence=self.o.on_evidence, pod_filter=outcomes.created_after(fix_started),
+                )
+        judged = VerdictReport.judge("fix", fe.outcome, verdict)
+        self.verdicts.append(judged)
+        fix_checks = [_check(s, verdict) for s in fe.symptoms]
+        self.fix_verified = judged.passed and all(c.seen for c in fix_checks)
+
+    # -- evidence and clean-up -------------------------------------------------------------------
+
+    def collect_artifacts(self) -> None:
+        """Describe, events and logs of the namespace, and kind's node logs, saved before clean-up."""
+        if self.cluster is None:
+            return
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        directory = self.o.artifacts_dir / f"{self.s.name}-{stamp}"
+        directory.mkdir(parents=True, exist_ok=True)
+        kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.cluster.kubeconfig)]
+        if self.namespace:
+            for filename, args in {
+                "describe-pods.txt": ["describe", "pods"],
+                "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
+                "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
+                "logs-previous.txt": ["logs", "--all-containers", "--previous", "--prefix", "-l", self.work.selector if self.work else ""],
+                "logs.txt": ["logs", "--all-containers", "--prefix", "-l", self.work.selector if self.work else ""],
+            }.items():
+                result = tools.run([*kubectl, "-n", self.namespace, *args], check=False, timeout=60)
+                (directory / filename).write_text(result.stdout + result.stderr)
+        try:
+            self.cluster.export_logs(directory / "kind-logs")
+        except HarnessError as exc:
+            (directory / "kind-logs.error.txt").write_text(str(exc))
+        self.artifacts.append(str(directory))
+        self.o.say(f"    evidence saved in {directory}")
+
+    def clean_up(self) -> None:
+        for what, action in reversed(self.cleanups):
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - clean-up must go on
+                self.o.say(f"    clean-up '{what}' failed: {_first_line(exc)}")
+        self.cleanups.clear()
+
+    def report(self, status: ExitStatus, error: str | None) -> RunReport:
+        return RunReport(
+            scenario=self.s.name, started=self.started, finished=datetime.now(UTC),
+            host_platform=str(platforms.host_platform()),
+            node_platform=str(self.node_platform) if self.node_platform else "",
+            exit_status=int(status),
+            emulation=self.facts.get("emulation verdict"),
+            steps=tuple(self.steps), verdicts=tuple(self.verdicts),
+            symptoms_reproduced=sum(c.seen for c in self.symptoms),
+            symptoms_total=len(self.symptoms) if not self.masked else len(self.s.expect.symptoms),
+            fix_verified=self.fix_verified, error=error, facts=dict(self.facts),
+            artifacts=tuple(self.artifacts),
+        )
+
+
+def _need(deployment: str | None, step: str) -> None:
+    if not deployment:
+        raise HarnessError(f"fix step {step!r} needs a Deployment in the workload", "add one, or drop the step")
+
+
+def _min_restarts(expect: Expected) -> int:
+    return max([int(s.value) for s in expect.symptoms if s.kind == "restartsAtLeast"] or [0])
+
+
+def _check(symptom: Symptom, verdict: Verdict) -> SymptomCheck:
+    texts = [e.text for e in verdict.timeline]
+    kind, value = symptom.kind, symptom.value
+    if kind in ("waitingReason", "terminatedReason"):
+        seen = value in verdict.phases_seen
+        return SymptomCheck(symptom, seen, f"(seen: {', '.join(sorted(verdict.phases_seen)) or 'nothing'})")
+    if kind == "restartsAtLeast":
+        return SymptomCheck(symptom, verdict.restarts >= int(value), f"(restarts: {verdict.restarts})")
+    if kind == "neverReady":
+        return SymptomCheck(symptom, (not verdict.ready_seen) == bool(value), f"(ready seen: {verdict.ready_seen})")
+    if kind == "previousLogContains":
+        lines = list(verdict.cause.log_lines) if verdict.cause else []
+        hit = next((line for line in lines if value in line), None)
+        return SymptomCheck(symptom, hit is not None, f"({hit!r})" if hit else f"(log: {lines[-1:]!r})")
+    if kind == "eventContains":
+        hit = next((t for t in texts if value in t), None)
+        return SymptomCheck(symptom, hit is not None, f"({hit!r})" if hit else "")
+    raise AssertionError(kind)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
+    """Run a scenario end to end; never raises for expectations, only returns the verdict."""
+    o = options or RunOptions()
+    run = _Run(scenario, o)
+    status = ExitStatus.OK
+    error: str | None = None
+    try:
+        run.prepare_cluster()
+        run.apply_workload()
+        run.watch_incident()
+        run.run_fix()
+        if run.masked:
+            status = ExitStatus.MASKED_BY_EMULATION
+        elif not all(v.passed for v in run.verdicts) or not all(c.seen for c in run.symptoms) or run.fix_verified is False:
+            status = ExitStatus.EXPECTATION_FAILED
+    except KeyboardInterrupt:
+        status, error = ExitStatus.INTERRUPTED, "interrupted"
+    except HarnessError as exc:
+        status, error = ExitStatus.ENVIRONMENT, str(exc)
+    finally:
+        if status not in (ExitStatus.OK, ExitStatus.MASKED_BY_EMULATION, ExitStatus.INTERRUPTED):
+            try:
+                run.collect_artifacts()
+            except Exception as exc:  # noqa: BLE001 - evidence collection must not hide the failure
+                o.say(f"    collecting evidence failed: {_first_line(exc)}")
+        run.clean_up()
+    report = run.report(status, error)
+    paths: tuple[Path, ...] = ()
+    if o.report_dir is not None:
+        paths = write_reports(report, o.report_dir)
+    return RunResult(scenario, report, run.symptoms, run.verdicts, paths, dict(run.built))

@@ -1,0 +1,3 @@
+module incident-harness/capfilter
+
+go 1.21

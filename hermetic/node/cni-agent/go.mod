@@ -1,0 +1,3 @@
+module incident-harness/cni-agent
+
+go 1.21

@@ -1,0 +1,101 @@
+"""The registry-free path works end to end: a real kind cluster, real images, real probes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness import tools
+from harness.cluster import KindCluster
+from harness.outcomes import Outcome, Verdict
+from harness.platforms import Platform, node_platform, parse_platform
+from harness.workload import Workload
+from hermetic.images.busybox_httpd import ensure_busybox_httpd
+
+pytestmark = pytest.mark.e2e
+
+
+def httpd_deployment(name: str) -> list[dict[str, Any]]:
+    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
+    return [{
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {
+            "replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
+                "name": "httpd", "image": "set-by-test", "ports": [{"containerPort": 8080}],
+                "readinessProbe": probe, "livenessProbe": {**probe, "initialDelaySeconds": 2},
+            }]}},
+        },
+    }]
+
+
+@pytest.fixture(scope="module")
+def node_arch(kind_cluster: KindCluster) -> Platform:
+    node = kind_cluster.core.list_node().items[0]
+    return node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+
+
+@pytest.fixture(scope="module")
+def foreign(node_arch: Platform) -> Platform:
+    return parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
+
+
+@pytest.fixture(scope="module")
+def httpd_images(kind_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
+    refs = {}
+    for which, platform in (("native", node_arch), ("foreign", foreign)):
+        ref = ensure_busybox_httpd(str(platform)).ref
+        kind_cluster.load_image(ref)
+        refs[which] = ref
+    return refs
+
+
+def test_node_ready_and_system_pods_running(kind_cluster: KindCluster) -> None:
+    nodes = kind_cluster.core.list_node().items
+    assert nodes, "the cluster has no nodes"
+    for node in nodes:
+        ready = {c.type: c.status for c in node.status.conditions}["Ready"]
+        assert ready == "True", f"node {node.metadata.name} is not Ready"
+    pods = kind_cluster.core.list_namespaced_pod("kube-system").items
+    names = {p.metadata.name.rsplit("-", 2)[0] for p in pods}
+    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "coredns", "kube-proxy"):
+        assert any(n.startswith(component) for n in names), f"no {component} pod in kube-system: {sorted(names)}"
+    not_running = [f"{p.metadata.name}: {p.status.phase}" for p in pods if p.status.phase != "Running"]
+    assert not not_running, not_running
+
+
+def test_images_present_on_node_after_loading(kind_cluster: KindCluster, httpd_images: dict[str, str]) -> None:
+    for node in kind_cluster.nodes():
+        listed = kind_cluster.node_exec(node, ["crictl", "images"]).stdout
+        for ref in httpd_images.values():
+            repo, tag = ref.rsplit(":", 1)
+            assert repo in listed and tag in listed, f"{ref} not in crictl images on {node}:\n{listed}"
+
+
+def test_native_httpd_becomes_ready_and_answers(
+    kind_cluster: KindCluster, httpd_images: dict[str, str],
+    deploy: Callable[..., Workload], expect_outcome: Callable[..., Verdict],
+) -> None:
+    applied = deploy(httpd_deployment("httpd-native"), image=httpd_images["native"])
+    verdict = expect_outcome(applied, Outcome.HEALTHY, timeout=90)
+    assert verdict.ready_seen
+    pod = kind_cluster.core.list_namespaced_pod(applied.namespace, label_selector=applied.selector).items[0]
+    node = pod.spec.node_name
+    # Ask the pod over the pod network from its node (bash's /dev/tcp: no client in the node needed).
+    script = (f"exec 3<>/dev/tcp/{pod.status.pod_ip}/8080; printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3; "
+              "timeout 5 cat <&3")
+    answer = tools.run(["docker", "exec", node, "bash", "-c", script], timeout=30).stdout
+    assert "200 OK" in answer and "ok" in answer, answer
+
+
+def test_foreign_httpd_crash_loops_with_exec_format_error(
+    httpd_images: dict[str, str], deploy: Callable[..., Workload], expect_outcome: Callable[..., Verdict],
+) -> None:
+    applied = deploy(httpd_deployment("httpd-foreign"), image=httpd_images["foreign"])
+    verdict = expect_outcome(applied, Outcome.CRASH_LOOP, timeout=90)
+    assert verdict.cause is not None
+    assert verdict.cause.exec_format_error, verdict.summary
+    assert any("exec format error" in line for line in verdict.cause.log_lines), verdict.cause.log_lines
+    assert not verdict.ready_seen

@@ -1,0 +1,812 @@
+"""Classification on pod/event/log objects in the API's JSON shape, and the watcher against a fake API."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import urllib3
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    CoreV1Api,
+    V1ContainerState,
+    V1ContainerStateWaiting,
+    V1ContainerStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodStatus,
+)
+from kubernetes.client.exceptions import ApiException
+
+from harness.errors import ClusterGone, HarnessError
+from harness.outcomes import (
+    Evidence,
+    Outcome,
+    RolloutStatus,
+    classify_pod,
+    classify_workload,
+    created_after,
+    current_pods_selector,
+    diagnose,
+    mark_emulated,
+    rollout_state,
+    selector_string,
+    wait_rollout,
+    watch_workload,
+)
+
+DATA = Path(__file__).parent / "data" / "recorded"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: recorded (or hand-written, see data/recorded/README.md) API objects
+
+
+def load(name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[tuple[str, str, str], str]]:
+    base = DATA / name
+    pods = json.loads((base / "pods.json").read_text())["items"]
+    events = json.loads((base / "events.json").read_text())["items"]
+    logs: dict[tuple[str, str, str], str] = {}
+    if (base / "logs").is_dir():
+        for path in (base / "logs").rglob("*.log"):
+            container, which, _ = path.name.split(".")
+            logs[(path.parent.name, container, which)] = path.read_text()
+    return pods, events, logs
+
+
+def previous_log(logs: dict[tuple[str, str, str], str], pod: str, container: str) -> list[str]:
+    return logs.get((pod, container, "previous"), "").splitlines()
+
+
+EXPECTED: dict[str, Outcome | None] = {
+    "healthy": Outcome.HEALTHY,
+    "crashloop-exec-format": Outcome.CRASH_LOOP,
+    "starterror-exec-format": Outcome.CRASH_LOOP,
+    "image-pull-never-loaded": Outcome.IMAGE_PULL,
+    "unschedulable-node-selector": Outcome.UNSCHEDULABLE,
+    "init-crashloop": Outcome.INIT_CRASH_LOOP,
+    "create-config-error": Outcome.CREATE_ERROR,
+    "not-ready-probe-failing": None,
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), [(n, EXPECTED[n]) for n in sorted(EXPECTED)])
+def test_each_recorded_state_is_classified(name: str, expected: Outcome | None) -> None:
+    pods, events, _ = load(name)
+    assert classify_workload(pods, events) is expected
+
+
+def test_every_recording_has_an_expectation() -> None:
+    recorded = {p.parent.name for p in DATA.glob("*/pods.json")}
+    assert recorded <= set(EXPECTED), f"add an expectation for {sorted(recorded - set(EXPECTED))}"
+
+
+def test_exec_format_error_is_found_in_the_previous_log() -> None:
+    pods, events, logs = load("crashloop-exec-format")
+    pod = pods[0]
+    cause = diagnose(pod, events, previous_log(logs, pod["metadata"]["name"], "app"))
+    assert cause is not None
+    assert cause.exec_format_error
+    assert cause.reason == "exec format error"
+    assert (cause.exit_code, cause.termination_reason) == (1, "Error")
+    assert cause.log_lines == ("exec /usr/local/bin/uvicorn: exec format error",)
+    assert cause.container == "app"
+    assert "exec format error" in cause.message
+    assert "another CPU architecture" in cause.describe()
+
+
+def test_exec_format_error_reported_as_start_error_without_a_log_line() -> None:
+    pods, events, _ = load("starterror-exec-format")
+    cause = diagnose(pods[0], events, [])
+    assert cause is not None
+    assert cause.exec_format_error
+    assert (cause.exit_code, cause.termination_reason) == (128, "StartError")
+    assert "exec format error" in cause.message
+
+
+def test_exec_format_error_found_in_an_event_message_only() -> None:
+    pods, events, _ = load("starterror-exec-format")
+    pod = copy.deepcopy(pods[0])
+    del pod["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"]
+    cause = diagnose(pod, events, [])
+    assert cause is not None and cause.exec_format_error
+
+
+def test_a_crash_without_exec_format_error_is_not_blamed_on_the_architecture() -> None:
+    pods, events, logs = load("init-crashloop")
+    cause = diagnose(pods[0], events, previous_log(logs, pods[0]["metadata"]["name"], "migrate"))
+    assert cause is not None
+    assert not cause.exec_format_error
+    assert (cause.container, cause.exit_code) == ("migrate", 2)
+    assert cause.log_lines[-1].startswith("migrate: cannot connect")
+
+
+def test_image_pull_cause_names_the_image() -> None:
+    pods, events, _ = load("image-pull-never-loaded")
+    cause = diagnose(pods[0], events)
+    assert cause is not None
+    assert cause.reason == "ImagePullBackOff"
+    assert "orders-api:never-loaded" in cause.message
+    assert any("Failed to pull image" in e for e in cause.events)
+
+
+def test_unschedulable_cause_is_the_schedulers_message() -> None:
+    pods, events, _ = load("unschedulable-node-selector")
+    cause = diagnose(pods[0], events)
+    assert cause is not None
+    assert cause.reason == "Unschedulable"
+    assert "didn't match Pod's node affinity/selector" in cause.message
+
+
+def test_not_ready_cause_is_the_failing_probe() -> None:
+    pods, events, _ = load("not-ready-probe-failing")
+    cause = diagnose(pods[0], events)
+    assert cause is not None
+    assert cause.reason == "not ready"
+    assert "Readiness probe failed" in cause.message
+
+
+def test_healthy_pod_has_no_cause() -> None:
+    pods, events, _ = load("healthy")
+    assert diagnose(pods[0], events) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Classification rules
+
+
+def _crashing() -> dict[str, Any]:
+    return load("crashloop-exec-format")[0][0]
+
+
+def _healthy() -> dict[str, Any]:
+    return load("healthy")[0][0]
+
+
+def test_emulation_never_reports_plain_healthy() -> None:
+    assert classify_workload([_healthy()], emulated=True) is Outcome.RAN_EMULATED
+    assert classify_workload([_crashing()], emulated=True) is Outcome.CRASH_LOOP
+
+
+def test_first_exit_before_back_off_decides_nothing_yet() -> None:
+    pod = _crashing()
+    cs = pod["status"]["containerStatuses"][0]
+    cs["state"] = {"terminated": {"exitCode": 1, "reason": "Error", "containerID": "containerd://x"}}
+    cs["lastState"] = {}
+    cs["restartCount"] = 0
+    state = classify_pod(pod)
+    assert state.outcome is None
+    assert classify_workload([pod]) is None
+    assert "Terminated: Error, exit code 1" in state.describe()
+
+
+def test_one_crashing_pod_among_healthy_ones_fails_the_workload() -> None:
+    other = _healthy()
+    assert classify_workload([other, _crashing()]) is Outcome.CRASH_LOOP
+
+
+def test_terminating_pods_of_the_old_revision_are_ignored() -> None:
+    old = _crashing()
+    old["metadata"]["deletionTimestamp"] = "2025-11-26T08:01:00Z"
+    assert classify_workload([old, _healthy()]) is Outcome.HEALTHY
+
+
+def test_fewer_ready_pods_than_wanted_is_not_healthy_yet() -> None:
+    assert classify_workload([_healthy()], min_pods=3) is None
+    assert classify_workload([]) is None
+
+
+def test_unschedulable_because_the_node_is_still_starting_is_only_pending() -> None:
+    pods, _, _ = load("unschedulable-node-selector")
+    pod = pods[0]
+    cond = pod["status"]["conditions"][0]
+    cond["message"] = "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+    assert classify_workload([pod]) is Outcome.PENDING
+
+
+def test_failed_scheduling_event_decides_before_the_condition_is_written() -> None:
+    pods, events, _ = load("unschedulable-node-selector")
+    pod = pods[0]
+    pod["status"] = {"phase": "Pending"}
+    assert classify_workload([pod]) is Outcome.PENDING
+    assert classify_workload([pod], events) is Outcome.UNSCHEDULABLE
+
+
+def test_err_image_pull_decides_as_soon_as_it_shows() -> None:
+    pods, _, _ = load("image-pull-never-loaded")
+    pod = pods[0]
+    pod["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ErrImagePull", "message": "x"}}
+    assert classify_workload([pod]) is Outcome.IMAGE_PULL
+
+
+def test_running_but_a_container_not_ready_is_undecided() -> None:
+    pod = _healthy()
+    pod["status"]["containerStatuses"][0]["ready"] = False
+    assert classify_pod(pod).outcome is None
+
+
+def test_pod_from_the_kubernetes_client_models_is_classified_too() -> None:
+    model = V1Pod(
+        metadata=V1ObjectMeta(name="orders-1"),
+        status=V1PodStatus(
+            phase="Running",
+            container_statuses=[
+                V1ContainerStatus(
+                    name="app",
+                    image="orders-api:v1",
+                    image_id="",
+                    ready=False,
+                    restart_count=3,
+                    state=V1ContainerState(waiting=V1ContainerStateWaiting(reason="CrashLoopBackOff")),
+                )
+            ],
+        ),
+    )
+    pod = ApiClient().sanitize_for_serialization(model)
+    state = classify_pod(pod)
+    assert (state.outcome, state.restarts) == (Outcome.CRASH_LOOP, 3)
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [
+        ("crash_loop", Outcome.CRASH_LOOP),
+        ("CRASH_LOOP", Outcome.CRASH_LOOP),
+        ("CrashLoopBackOff", Outcome.CRASH_LOOP),
+        ("ErrImagePull", Outcome.IMAGE_PULL),
+        ("Init:CrashLoopBackOff", Outcome.INIT_CRASH_LOOP),
+        ("healthy", Outcome.HEALTHY),
+        ("ran_emulated", Outcome.RAN_EMULATED),
+    ],
+)
+def test_outcome_names_from_scenario_files(text: str, outcome: Outcome) -> None:
+    assert Outcome.parse(text) is outcome
+
+
+def test_unknown_outcome_lists_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="crash_loop"):
+        Outcome.parse("exploded")
+
+
+def test_selector_string() -> None:
+    assert selector_string({"matchLabels": {"app": "orders", "tier": "api"}}) == "app=orders,tier=api"
+    assert (
+        selector_string(
+            {
+                "matchExpressions": [
+                    {"key": "env", "operator": "In", "values": ["b", "a"]},
+                    {"key": "legacy", "operator": "DoesNotExist"},
+                ]
+            }
+        )
+        == "env in (a,b),!legacy"
+    )
+
+
+def test_created_after_keeps_only_new_pods() -> None:
+    pod = _healthy()  # created 2025-11-26T08:00:00Z
+    assert created_after(datetime(2025, 11, 26, 8, 0, 0, 400000, tzinfo=UTC))(pod)
+    assert not created_after(datetime(2025, 11, 26, 8, 0, 1, tzinfo=UTC))(pod)
+
+
+def test_rollout_state_follows_kubectl_rollout_status() -> None:
+    complete = json.loads((DATA / "deployments" / "complete.json").read_text())
+    exceeded = json.loads((DATA / "deployments" / "progress-deadline-exceeded.json").read_text())
+    assert rollout_state(complete)[0] is RolloutStatus.COMPLETE
+    status, message = rollout_state(exceeded)
+    assert status is RolloutStatus.PROGRESS_DEADLINE_EXCEEDED
+    assert "timed out progressing" in message
+    unobserved = copy.deepcopy(complete)
+    unobserved["metadata"]["generation"] = 3
+    assert rollout_state(unobserved) == (None, "waiting for the deployment's new spec to be observed")
+    old_left = copy.deepcopy(complete)
+    old_left["status"]["replicas"] = 2
+    assert rollout_state(old_left) == (None, "1 old replicas pending termination")
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake API server: list returns a snapshot, watch replays scripted lines then idles
+
+
+class FakeResponse:
+    """What the client returns with _preload_content=False: .data for a list, .stream() for a watch."""
+
+    status = 200
+
+    def __init__(
+        self,
+        data: bytes = b"",
+        lines: list[tuple[float, bytes]] | None = None,
+        idle: float = 0.0,
+        shutdown: threading.Event | None = None,
+    ) -> None:
+        self.data = data
+        self.lines = lines or []
+        self.idle = idle
+        self.shutdown = shutdown or threading.Event()
+
+    def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
+        opened = time.monotonic()
+        for at, line in self.lines:
+            delay = opened + at - time.monotonic()
+            if delay > 0 and self.shutdown.wait(delay):
+                return
+            yield line
+        self.shutdown.wait(self.idle)  # the server keeps the watch open until its timeout
+
+    def close(self) -> None:
+        pass
+
+    def release_conn(self) -> None:
+        pass
+
+
+class FakeResource:
+    """One list/watch endpoint. sessions: per watch call, lines (t, type, object), or an exception."""
+
+    def __init__(self, kind: str, shutdown: threading.Event) -> None:
+        self.kind = kind
+        self.items: list[dict[str, Any]] = []
+        self.resource_version = "1000"
+        self.sessions: list[list[tuple[float, str, dict[str, Any]]] | BaseException] = []
+        self.list_errors: list[BaseException] = []
+        self.list_calls = 0
+        self.refuse_after: int | None = None
+        self.watch_calls: list[dict[str, Any]] = []
+        self.shutdown = shutdown
+
+    def __call__(self, namespace, **kwargs):  # type: ignore[no-untyped-def]  # unannotated like the real client
+        if kwargs.get("watch"):
+            self.watch_calls.append(kwargs)
+            session = self.sessions.pop(0) if self.sessions else []
+            if isinstance(session, BaseException):
+                raise session
+            lines = []
+            for at, kind, obj in session:
+                event = {"type": kind, "object": obj}
+                lines.append((at, (json.dumps(event) + "\n").encode()))
+            return FakeResponse(
+                lines=lines, idle=min(float(kwargs.get("timeout_seconds", 1)), 30.0), shutdown=self.shutdown
+            )
+        self.list_calls += 1
+        if self.refuse_after is not None and self.list_calls > self.refuse_after:
+            raise _refused()
+        if self.list_errors:
+            raise self.list_errors.pop(0)
+        body = {
+            "kind": self.kind,
+            "apiVersion": "v1",
+            "metadata": {"resourceVersion": self.resource_version},
+            "items": self.items,
+        }
+        return FakeResponse(data=json.dumps(body).encode())
+
+
+class FakeCore:
+    def __init__(self) -> None:
+        self.shutdown = threading.Event()
+        self.list_namespaced_pod = FakeResource("PodList", self.shutdown)
+        self.list_namespaced_event = FakeResource("EventList", self.shutdown)
+        self.logs: dict[tuple[str, str, str], str] = {}
+        self.log_calls: list[tuple[str, str, bool]] = []
+
+        class _Conf:
+            host = "https://127.0.0.1:6443"
+
+        class _Client:
+            configuration = _Conf()
+
+        self.api_client = _Client()
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> FakeResponse:
+        previous = bool(kwargs.get("previous"))
+        self.log_calls.append((name, kwargs["container"], previous))
+        text = self.logs.get((name, kwargs["container"], "previous" if previous else "current"))
+        if text is None:
+            raise ApiException(status=400, reason="Bad Request")
+        return FakeResponse(data=text.encode())
+
+
+def as_core(fake: FakeCore) -> CoreV1Api:
+    return cast(CoreV1Api, fake)
+
+
+def as_apps(fake: FakeApps) -> AppsV1Api:
+    return cast(AppsV1Api, fake)
+
+
+@pytest.fixture
+def core() -> Iterator[FakeCore]:
+    fake = FakeCore()
+    yield fake
+    fake.shutdown.set()
+
+
+def replay(fake: FakeCore, name: str, speed: float = 0.02) -> None:
+    """Script the recorded watch stream of a fixture into the fake, time-compressed."""
+    _, _, logs = load(name)
+    fake.logs = logs
+    pods: list[tuple[float, str, dict[str, Any]]] = []
+    events: list[tuple[float, str, dict[str, Any]]] = []
+    for raw in (DATA / name / "watch.jsonl").read_text().splitlines():
+        line = json.loads(raw)
+        target = pods if line["stream"] == "pods" else events
+        target.append((line["t"] * speed, line["type"], line["object"]))
+    fake.list_namespaced_pod.sessions = [pods]
+    fake.list_namespaced_event.sessions = [events]
+
+
+def as_session(
+    objs: list[dict[str, Any]], start: float = 0.0, step: float = 0.05
+) -> list[tuple[float, str, dict[str, Any]]]:
+    return [(start + i * step, "MODIFIED" if i else "ADDED", o) for i, o in enumerate(objs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching
+
+
+def test_watch_fails_fast_on_crash_loop_with_the_cause(core: FakeCore) -> None:
+    replay(core, "crashloop-exec-format")
+    seen: list[Evidence] = []
+    started = time.monotonic()
+    verdict = watch_workload(
+        as_core(core), "incident-orders", "app=orders-api", expect=Outcome.HEALTHY, timeout=30, on_evidence=seen.append
+    )
+    assert time.monotonic() - started < 5, "must stop at the first CrashLoopBackOff, not run out the clock"
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert not verdict.satisfies(Outcome.HEALTHY)
+    assert verdict.cause is not None and verdict.cause.exec_format_error
+    assert verdict.cause.exit_code == 1
+    assert {"Error", "CrashLoopBackOff"} <= verdict.phases_seen
+    assert not verdict.ready_seen
+    assert verdict.pods == ("orders-api-7d9c8b6f5-x2k4p",)
+    assert "exec format error" in verdict.summary
+    assert tuple(seen) == verdict.timeline  # every evidence was reported live, in order
+    kinds = {e.kind for e in verdict.timeline}
+    assert {"state", "event", "log", "note"} <= kinds
+    texts = [e.text for e in verdict.timeline]
+    assert any("Waiting: CrashLoopBackOff" in t for t in texts)
+    assert any(t == "exec /usr/local/bin/uvicorn: exec format error" for t in texts)
+    assert [e.elapsed for e in verdict.timeline] == sorted(e.elapsed for e in verdict.timeline)
+
+
+def test_watch_waits_for_crash_loop_when_expected(core: FakeCore) -> None:
+    replay(core, "crashloop-exec-format")
+    verdict = watch_workload(
+        as_core(core), "incident-orders", "app=orders-api", expect={Outcome.CRASH_LOOP}, timeout=30
+    )
+    assert verdict.satisfies(Outcome.CRASH_LOOP)
+    assert verdict.restarts >= 1
+
+
+def test_watch_reports_healthy_after_a_stable_window(core: FakeCore) -> None:
+    pod = _healthy()
+    starting = copy.deepcopy(pod)
+    starting["status"]["phase"] = "Pending"
+    starting["status"]["conditions"] = [c for c in starting["status"]["conditions"] if c["type"] == "PodScheduled"]
+    starting["status"]["containerStatuses"][0].update(ready=False, state={"waiting": {"reason": "ContainerCreating"}})
+    core.list_namespaced_pod.sessions = [as_session([starting, pod])]
+    verdict = watch_workload(
+        as_core(core), "incident-orders", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.3
+    )
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.ready_seen and verdict.cause is None
+    assert 0.3 <= verdict.seconds < 3
+
+
+def test_watch_under_emulation_reports_ran_emulated(core: FakeCore) -> None:
+    core.list_namespaced_pod.items = [_healthy()]
+    verdict = watch_workload(
+        as_core(core), "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, emulated=True, stable_seconds=0.1
+    )
+    assert verdict.outcome is Outcome.RAN_EMULATED
+    assert not verdict.satisfies(Outcome.HEALTHY)
+
+
+def test_restarts_during_the_stable_window_restart_the_window(core: FakeCore) -> None:
+    ready = _healthy()
+    restarted = copy.deepcopy(ready)
+    restarted["status"]["containerStatuses"][0]["restartCount"] = 1
+    core.list_namespaced_pod.items = [ready]
+    core.list_namespaced_pod.sessions = [[(0.3, "MODIFIED", restarted)]]
+    verdict = watch_workload(
+        as_core(core), "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.5
+    )
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.seconds >= 0.8
+    assert verdict.restarts == 1
+
+
+def test_watch_times_out_with_the_last_state_and_probe_failures(core: FakeCore) -> None:
+    pods, events, _ = load("not-ready-probe-failing")
+    core.list_namespaced_pod.items = pods
+    core.list_namespaced_event.sessions = [as_session(events, start=0.05)]
+    verdict = watch_workload(as_core(core), "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=1.0)
+    assert verdict.outcome is Outcome.TIMEOUT
+    assert 1.0 <= verdict.seconds < 3
+    assert "Running, not ready" in verdict.last_state
+    assert "Readiness probe failed" in verdict.summary
+    assert any(e.kind == "probe" for e in verdict.timeline)
+
+
+def test_pending_is_the_outcome_when_expected_and_still_pending(core: FakeCore) -> None:
+    pod = _healthy()
+    pod["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
+    core.list_namespaced_pod.items = [pod]
+    verdict = watch_workload(as_core(core), "ns", "", expect={Outcome.PENDING}, timeout=0.5)
+    assert verdict.outcome is Outcome.PENDING
+
+
+def test_no_pods_at_all_says_so(core: FakeCore) -> None:
+    verdict = watch_workload(as_core(core), "ns", "app=nothing", expect=Outcome.HEALTHY, timeout=0.5)
+    assert verdict.outcome is Outcome.TIMEOUT
+    assert "no pods matched selector 'app=nothing'" in verdict.summary
+
+
+def test_fail_on_narrowed_keeps_waiting_past_other_failures(core: FakeCore) -> None:
+    core.list_namespaced_pod.items = [_crashing()]
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=0.5, fail_on=set(), logs=False)
+    assert verdict.outcome is Outcome.TIMEOUT
+
+
+def test_unschedulable_and_image_pull_stop_a_healthy_wait(core: FakeCore) -> None:
+    for name, outcome in (
+        ("unschedulable-node-selector", Outcome.UNSCHEDULABLE),
+        ("image-pull-never-loaded", Outcome.IMAGE_PULL),
+    ):
+        fake = FakeCore()
+        pods, events, _ = load(name)
+        fake.list_namespaced_pod.items = pods
+        fake.list_namespaced_event.items = events
+        try:
+            verdict = watch_workload(as_core(fake), "ns", "", expect=Outcome.HEALTHY, timeout=10)
+        finally:
+            fake.shutdown.set()
+        assert verdict.outcome is outcome
+        assert verdict.seconds < 2
+        assert verdict.cause is not None and verdict.cause.message
+
+
+def test_previous_log_missing_falls_back_to_the_current_one(core: FakeCore) -> None:
+    pods, _, logs = load("crashloop-exec-format")
+    core.list_namespaced_pod.items = pods
+    name = pods[0]["metadata"]["name"]
+    core.logs = {(name, "app", "current"): logs[(name, "app", "current")]}  # previous answers 400
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10)
+    assert verdict.cause is not None and verdict.cause.exec_format_error
+    assert (name, "app", True) in core.log_calls and (name, "app", False) in core.log_calls
+
+
+def test_410_gone_relists_and_goes_on(core: FakeCore) -> None:
+    crashing = _crashing()
+    gone = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "reason": "Expired",
+        "code": 410,
+        "message": "too old resource version: 1000 (3000)",
+    }
+    core.list_namespaced_pod.sessions = [[(0.05, "ERROR", gone)]]
+    core.list_namespaced_pod.items = []
+
+    def after_first_list() -> None:
+        core.list_namespaced_pod.items = [crashing]
+
+    threading.Timer(0.02, after_first_list).start()
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, logs=False)
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert core.list_namespaced_pod.list_calls >= 2
+
+
+def test_flaky_list_is_retried(core: FakeCore) -> None:
+    core.list_namespaced_pod.items = [_crashing()]
+    core.list_namespaced_pod.list_errors = [
+        ApiException(status=503, reason="Service Unavailable"),
+        ApiException(status=429, reason="Too Many Requests"),
+    ]
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, logs=False)
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert core.list_namespaced_pod.list_calls == 3
+
+
+def _refused() -> urllib3.exceptions.MaxRetryError:
+    conn: Any = None
+    reason = urllib3.exceptions.NewConnectionError(
+        conn, "Failed to establish a new connection: [Errno 111] Connection refused"
+    )
+    return urllib3.exceptions.MaxRetryError(conn, "/api/v1/namespaces/ns/pods", reason)
+
+
+def test_cluster_gone_is_a_one_line_error_with_a_remedy(core: FakeCore) -> None:
+    core.list_namespaced_pod.list_errors = [_refused() for _ in range(50)]
+    started = time.monotonic()
+    with pytest.raises(ClusterGone) as caught:
+        watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=60, gone_after=0.6)
+    assert time.monotonic() - started < 5
+    assert "connection refused" in caught.value.cause
+    assert "https://127.0.0.1:6443" in caught.value.cause
+    assert "docker ps" in caught.value.remedy
+
+
+def test_cluster_lost_mid_watch_raises_cluster_gone(core: FakeCore) -> None:
+    pod = _healthy()
+    pod["status"]["containerStatuses"][0]["ready"] = False
+    core.list_namespaced_pod.items = [pod]
+    # The first list answers; then the watch connection is reset and every re-list is refused.
+    core.list_namespaced_pod.sessions = [urllib3.exceptions.ProtocolError("Connection reset by peer")]
+    core.list_namespaced_pod.refuse_after = 1
+    started = time.monotonic()
+    with pytest.raises(ClusterGone):
+        watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=30, gone_after=0.6)
+    assert time.monotonic() - started < 5
+
+
+def test_a_forbidden_list_is_a_harness_error_not_a_traceback(core: FakeCore) -> None:
+    core.list_namespaced_pod.list_errors = [ApiException(status=403, reason="Forbidden")]
+    with pytest.raises(HarnessError, match="403") as caught:
+        watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=5)
+    assert not isinstance(caught.value, ClusterGone)
+
+
+def test_pod_filter_ignores_the_old_revision(core: FakeCore) -> None:
+    old = _crashing()
+    new = _healthy()
+    new["metadata"]["creationTimestamp"] = "2025-11-26T08:05:00Z"
+    core.list_namespaced_pod.items = [old, new]
+    verdict = watch_workload(
+        as_core(core),
+        "ns",
+        "",
+        expect=Outcome.HEALTHY,
+        timeout=10,
+        stable_seconds=0.1,
+        pod_filter=created_after(datetime(2025, 11, 26, 8, 5, tzinfo=UTC)),
+    )
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.pods == (new["metadata"]["name"],)
+
+
+def test_mark_emulated_turns_healthy_into_ran_emulated(core: FakeCore) -> None:
+    core.list_namespaced_pod.items = [_healthy()]
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.1)
+    marked = mark_emulated(verdict, "qemu-aarch64 is registered in binfmt_misc")
+    assert marked.outcome is Outcome.RAN_EMULATED
+    assert "masked" in marked.summary
+    assert marked.timeline[-1].kind == "note"
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployments
+
+
+class FakeApps:
+    def __init__(self, shutdown: threading.Event) -> None:
+        self.list_namespaced_deployment = FakeResource("DeploymentList", shutdown)
+        self.list_namespaced_replica_set = FakeResource("ReplicaSetList", shutdown)
+        self.api_client = FakeCore().api_client
+
+    def read_namespaced_deployment(self, name: str, namespace: str, **kwargs: Any) -> FakeResponse:
+        return FakeResponse(data=json.dumps(self.list_namespaced_deployment.items[0]).encode())
+
+
+def test_wait_rollout_sees_progress_deadline_exceeded() -> None:
+    shutdown = threading.Event()
+    apps = FakeApps(shutdown)
+    exceeded = json.loads((DATA / "deployments" / "progress-deadline-exceeded.json").read_text())
+    progressing = copy.deepcopy(exceeded)
+    progressing["status"]["conditions"][1].update(status="True", reason="ReplicaSetUpdated")
+    apps.list_namespaced_deployment.items = [progressing]
+    apps.list_namespaced_deployment.sessions = [[(0.05, "MODIFIED", exceeded)]]
+    try:
+        result = wait_rollout(as_apps(apps), "incident-orders", "orders-api", timeout=10)
+    finally:
+        shutdown.set()
+    assert result.status is RolloutStatus.PROGRESS_DEADLINE_EXCEEDED
+    assert not result.ok
+    assert result.seconds < 2
+    assert "timed out progressing" in result.message
+    call = apps.list_namespaced_deployment.watch_calls[0]
+    assert call["field_selector"] == "metadata.name=orders-api"
+
+
+def test_wait_rollout_complete_and_timeout() -> None:
+    shutdown = threading.Event()
+    apps = FakeApps(shutdown)
+    complete = json.loads((DATA / "deployments" / "complete.json").read_text())
+    apps.list_namespaced_deployment.items = [complete]
+    try:
+        assert wait_rollout(as_apps(apps), "ns", "orders-api", timeout=5).ok
+        pending = copy.deepcopy(complete)
+        pending["status"]["availableReplicas"] = 0
+        apps.list_namespaced_deployment.items = [pending]
+        result = wait_rollout(as_apps(apps), "ns", "orders-api", timeout=0.5)
+    finally:
+        shutdown.set()
+    assert result.status is RolloutStatus.TIMEOUT
+    assert result.message == "0 of 1 updated replicas available"
+
+
+def test_wait_rollout_of_a_missing_deployment_says_what_to_do() -> None:
+    apps = FakeApps(threading.Event())
+    with pytest.raises(HarnessError, match="does not exist") as caught:
+        wait_rollout(as_apps(apps), "ns", "orders-api", timeout=5)
+    assert "apply the workload first" in caught.value.remedy
+
+
+def test_current_pods_selector_adds_the_pod_template_hash() -> None:
+    shutdown = threading.Event()
+    apps = FakeApps(shutdown)
+    complete = json.loads((DATA / "deployments" / "complete.json").read_text())
+    apps.list_namespaced_deployment.items = [complete]
+
+    def rs(name: str, revision: str, owner: str) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": f"orders-api-{name}",
+                "labels": {"app": "orders-api", "pod-template-hash": name},
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"kind": "Deployment", "uid": owner}],
+            }
+        }
+
+    uid = complete["metadata"]["uid"]
+    apps.list_namespaced_replica_set.items = [
+        rs("7d9c8b6f5", "1", uid),
+        rs("5c6d7e8f9", "2", uid),
+        rs("x", "2", "other"),
+    ]
+    try:
+        selector = current_pods_selector(as_apps(apps), "ns", "orders-api", timeout=5)
+    finally:
+        shutdown.set()
+    assert selector == "app=orders-api,pod-template-hash=5c6d7e8f9"
+
+
+def test_waiting_past_a_healthy_workload_does_not_spin(core: FakeCore) -> None:
+    core.list_namespaced_pod.items = [_healthy()]
+    cpu = time.process_time()
+    verdict = watch_workload(
+        as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=1.0, fail_on=set(), stable_seconds=0.1
+    )
+    assert verdict.outcome is Outcome.TIMEOUT
+    assert time.process_time() - cpu < 0.5
+
+
+def test_a_log_that_cannot_be_read_is_noted_not_fatal(core: FakeCore) -> None:
+    pods, _, _ = load("crashloop-exec-format")
+    core.list_namespaced_pod.items = pods
+
+    def failing(name: str, namespace: str, **kwargs: Any) -> FakeResponse:
+        raise ApiException(status=403, reason="Forbidden")
+
+    core.read_namespaced_pod_log = failing  # type: ignore[method-assign]
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=10)
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert any("could not read the log of app" in e.text for e in verdict.timeline)
+
+
+def test_min_restarts_keeps_watching_the_crash_loop(core: FakeCore) -> None:
+    replay(core, "crashloop-exec-format", speed=0.05)  # restarts reach 2 at t=13.2 s (0.66 s here)
+    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, min_restarts=2)
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert verdict.restarts == 2
+    assert verdict.seconds >= 0.6
+
+
+def test_min_restarts_not_reached_by_the_deadline_is_still_a_crash_loop(core: FakeCore) -> None:
+    core.list_namespaced_pod.items = [_crashing()]  # restarts 2
+    verdict = watch_workload(
+        as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=0.5, min_restarts=5, logs=False
+    )
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert 0.5 <= verdict.seconds < 2
