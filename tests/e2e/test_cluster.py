@@ -59,9 +59,9 @@ def test_node_ready_and_system_pods_running(kind_cluster: KindCluster) -> None:
         ready = {c.type: c.status for c in node.status.conditions}["Ready"]
         assert ready == "True", f"node {node.metadata.name} is not Ready"
     pods = kind_cluster.core.list_namespaced_pod("kube-system").items
-    names = {p.metadata.name.rsplit("-", 2)[0] for p in pods}
-    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "coredns", "kube-proxy"):
-        assert any(n.startswith(component) for n in names), f"no {component} pod in kube-system: {sorted(names)}"
+    names = sorted(p.metadata.name for p in pods)
+    for component in ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-", "coredns-", "kube-proxy-"):
+        assert any(n.startswith(component) for n in names), f"no {component}* pod in kube-system: {names}"
     not_running = [f"{p.metadata.name}: {p.status.phase}" for p in pods if p.status.phase != "Running"]
     assert not not_running, not_running
 

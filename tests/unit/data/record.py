@@ -44,6 +44,16 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 from harness.outcomes import Outcome, classify_pod, classify_workload  # noqa: E402
 
 
+TEMPLATE_DEFAULTS = {
+    "NAME": "orders-api",
+    "NODE_ARCH": "amd64",
+    "PULL_POLICY": "IfNotPresent",
+    "PORT": "8000",
+    "READY_PATH": "/readyz",
+    "LIVE_PATH": "/healthz",
+}
+
+
 def _raw(resp: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(resp.data or b"{}")
     for item in data.get("items") or []:
@@ -189,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder = Recorder(core, args.namespace, args.selector, args.watch) if args.watch else None
         if recorder:
             recorder.begin()
-        values = dict(item.split("=", 1) for item in args.set)
+        values = {**TEMPLATE_DEFAULTS, **dict(item.split("=", 1) for item in args.set)}
         rendered = [string.Template(m.read_text()).substitute(values) for m in args.apply]
         for text in rendered:
             utils.create_from_yaml(api, yaml_objects=list(yaml.safe_load_all(text)), namespace=args.namespace)
