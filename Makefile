@@ -12,7 +12,7 @@ export HARNESS_CLUSTER := $(CLUSTER)
 .PHONY: help setup node-image node-image-if-needed cluster test test-unit test-e2e reproduce doctor lint bench soak clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 	@echo "  variables: CLUSTER=$(CLUSTER) SCENARIO=$(SCENARIO) PY=$(PY)"
 
 setup: ## install and start what is missing: Docker engine, kind, buildx, build tools, Python deps
@@ -28,14 +28,14 @@ node-image-if-needed: setup ## use kindest/node when a registry answers, else bu
 cluster: node-image-if-needed ## create (or reuse) the kind cluster CLUSTER and print how to use kubectl with it
 	$(PY) -m harness cluster create --name $(CLUSTER)
 
-test: setup node-image-if-needed ## the whole suite: unit tests, then e2e tests on a real kind cluster
-	$(PY) -m pytest tests/unit tests/e2e $(PYTEST_ARGS)
+test: setup node-image-if-needed ## the whole suite: unit tests, then e2e tests on a real kind cluster (kept for reuse)
+	$(PY) -m pytest tests/unit tests/e2e --keep-cluster $(PYTEST_ARGS)
 
 test-unit: ## unit tests only (no cluster, no Docker engine)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
-test-e2e: setup node-image-if-needed ## e2e tests on a real kind cluster (created or reused)
-	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+test-e2e: setup node-image-if-needed ## e2e tests on a real kind cluster (created or reused, kept for reuse)
+	$(PY) -m pytest tests/e2e --keep-cluster $(PYTEST_ARGS)
 
 reproduce: setup node-image-if-needed ## reproduce SCENARIO end to end: incident, fix, verdict and reports
 	$(PY) -m harness reproduce $(SCENARIO)

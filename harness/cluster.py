@@ -112,6 +112,9 @@ class KindCluster:
         """Create the cluster, or reuse it when one of that name exists; wait until it is ready."""
         tools.ensure_engine()
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.exists() and not self._usable():
+            # e.g. its node containers stopped when the engine restarted: start afresh.
+            tools.run([self.kind, "delete", "cluster", "--name", self.name], timeout=300)
         if self.exists():
             self.reused = True
             self._export_kubeconfig()
@@ -142,6 +145,20 @@ class KindCluster:
                        "--kubeconfig", str(self.kubeconfig)], timeout=300)
         shutil.rmtree(self.kubeconfig.parent, ignore_errors=True)
 
+    def _usable(self) -> bool:
+        """An existing cluster is reused only when all its nodes run and its API server answers."""
+        docker = tools.docker_binary()
+        for node in self.nodes():
+            state = tools.run([docker, "inspect", "-f", "{{.State.Running}}", node], check=False, timeout=30)
+            if state.stdout.strip() != "true":
+                return False
+        try:
+            self._export_kubeconfig()
+            k8s.VersionApi(self.api_client()).get_code(_request_timeout=10)
+        except Exception:  # noqa: BLE001 - any failure means: not usable as it is
+            return False
+        return True
+
     def _export_kubeconfig(self) -> None:
         tools.run([self.kind, "export", "kubeconfig", "--name", self.name,
                    "--kubeconfig", str(self.kubeconfig)], timeout=60)
@@ -151,7 +168,8 @@ class KindCluster:
     def api_client(self) -> k8s.ApiClient:
         if not self.kubeconfig.exists():
             raise ClusterGone(f"no kubeconfig for cluster {self.name!r}", "create it first ('make cluster')")
-        return k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
+        return api
 
     @cached_property
     def core(self) -> k8s.CoreV1Api:
@@ -294,7 +312,7 @@ def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None) 
     if core is not None:
         try:
             labelled = core.list_node(label_selector=f"{MANAGED_LABEL}=true").items
-        except Exception as exc:  # noqa: BLE001 - any API failure means we cannot prove ownership
+        except Exception as exc:
             raise GuardRefused(f"refusing context {current!r}: cannot list its nodes ({exc})", remedy) from exc
         if not labelled:
             raise GuardRefused(f"refusing context {current!r}: its nodes lack the {MANAGED_LABEL} label", remedy)
@@ -305,6 +323,13 @@ def delete_cluster(name: str, kind_bin: str | None = None) -> None:
 
 
 __all__ = [
-    "KindCluster", "NodeImageChoice", "resolve_node_image", "ensure_harness_context",
-    "kubeconfig_path", "default_name", "delete_cluster", "MANAGED_LABEL", "ToolError",
+    "MANAGED_LABEL",
+    "KindCluster",
+    "NodeImageChoice",
+    "ToolError",
+    "default_name",
+    "delete_cluster",
+    "ensure_harness_context",
+    "kubeconfig_path",
+    "resolve_node_image",
 ]

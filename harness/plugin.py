@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,13 @@ from harness.outcomes import Outcome, Verdict
 from harness.platforms import Platform, parse_platform
 
 
+def _require_e2e_default() -> bool:
+    explicit = os.environ.get("HARNESS_REQUIRE_E2E")
+    if explicit is not None:
+        return explicit == "1"
+    return os.environ.get("CI", "").lower() == "true"
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("incident-harness", "kind clusters for incident reproductions")
     group.addoption("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
@@ -31,8 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kind-bin", default=None, help="the kind binary to use")
     group.addoption("--artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
     group.addoption("--keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
-    group.addoption("--require-e2e", action="store_true", default=os.environ.get("HARNESS_REQUIRE_E2E") == "1",
-                    help="a skipped e2e test fails the run (CI; also HARNESS_REQUIRE_E2E=1)")
+    group.addoption("--require-e2e", action="store_true", default=_require_e2e_default(),
+                    help="a skipped e2e test fails the run (default when CI=true or HARNESS_REQUIRE_E2E=1)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,7 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     outcome = yield
     rep: pytest.TestReport = outcome.get_result()
     setattr(item, f"harness_rep_{rep.when}", rep)
@@ -115,9 +122,6 @@ def harness_namespace(request: pytest.FixtureRequest, kind_cluster: KindCluster)
         workload.delete_namespace(kind_cluster.core, name)
 
 
-ImageBuilder = Callable[..., images.BuiltImage]
-
-
 @pytest.fixture(scope="session")
 def image_builder(kind_cluster: KindCluster) -> Callable[..., str]:
     """build(context, platform, repository=..., dockerfile=..., build_args=..., load=True) -> image ref."""
@@ -138,7 +142,8 @@ def deploy(request: pytest.FixtureRequest, kind_cluster: KindCluster, harness_na
 
     def apply(source: list[Path] | list[dict[str, Any]], **render_args: Any) -> workload.Workload:
         kind_cluster.guard()
-        docs = workload.load_manifests(source) if source and isinstance(source[0], Path) else list(source)  # type: ignore[arg-type]
+        paths = [p for p in source if isinstance(p, Path)]
+        docs = workload.load_manifests(paths) if paths else [d for d in source if isinstance(d, dict)]
         render_args.setdefault("pull_policy", "IfNotPresent")
         rendered = workload.render(docs, namespace=harness_namespace, **render_args)
         applied = workload.apply(kind_cluster.api_client(), rendered)

@@ -176,7 +176,7 @@ def _expectation(r: _Reader) -> Expected:
         sr = _Reader(r.path, item, f"{r.where}.symptoms[{i}]")
         if len(sr.data) != 1:
             sr.fail("", f"one of {sorted(SYMPTOMS)} with its value, e.g. {{restartsAtLeast: 2}}")
-        kind, value = next(iter(sr.data.items()))
+        kind = next(iter(sr.data))
         if kind not in SYMPTOMS:
             sr.fail(kind, f"one of {sorted(SYMPTOMS)} (unknown symptom)")
         symptoms.append(Symptom(kind, sr.get(kind, SYMPTOMS[kind])))

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from harness.errors import HarnessError
@@ -174,7 +174,7 @@ def delete_namespace(core: k8s.CoreV1Api, name: str) -> None:
 
 def set_image(apps: k8s.AppsV1Api, namespace: str, deployment: str, image: str, *,
               container: str | None = None, pull_policy: str | None = None) -> None:
-    dep = apps.read_namespaced_deployment(deployment, namespace)
+    dep: Any = apps.read_namespaced_deployment(deployment, namespace)
     containers = []
     for c in dep.spec.template.spec.containers:
         if container is None or c.name == container:
@@ -194,10 +194,11 @@ def rollout_restart(apps: k8s.AppsV1Api, namespace: str, deployment: str) -> Non
 
 def rollback(apps: k8s.AppsV1Api, namespace: str, deployment: str) -> int:
     """What `kubectl rollout undo` does: restore the previous revision's pod template; returns it."""
-    dep = apps.read_namespaced_deployment(deployment, namespace)
+    dep: Any = apps.read_namespaced_deployment(deployment, namespace)
     current = int((dep.metadata.annotations or {}).get("deployment.kubernetes.io/revision", "0"))
+    replica_sets: list[Any] = apps.list_namespaced_replica_set(namespace).items
     owned = [
-        rs for rs in apps.list_namespaced_replica_set(namespace).items
+        rs for rs in replica_sets
         if any(ref.uid == dep.metadata.uid for ref in rs.metadata.owner_references or [])
     ]
     revisions = sorted(

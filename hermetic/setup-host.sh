@@ -98,7 +98,7 @@ build_capfilter() {
 setup_engine() {
   if docker info >/dev/null 2>&1; then
     say "Docker engine answers ($(docker info --format '{{.ServerVersion}}' 2>/dev/null)); leaving it as it is"
-    if bounding_set_short && ! privileged_works; then
+    if bounding_set_short && [ "$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null)" != capfilter ] && ! privileged_works; then
       die "this engine cannot run privileged containers (the capability bounding set lacks some capabilities)" \
           "restart dockerd with --add-runtime capfilter=$(build_capfilter) --default-runtime capfilter"
     fi
@@ -160,7 +160,7 @@ setup_buildx() {
     "install the docker-buildx plugin, or Go 1.21+"
   local gobin; gobin=$(mktemp -d)
   say "building buildx $BUILDX_VERSION with go"
-  GOBIN=$gobin CGO_ENABLED=0 go install "github.com/docker/buildx/cmd/buildx@$BUILDX_VERSION"
+  GOBIN=$gobin CGO_ENABLED=0 go install -ldflags "-X github.com/docker/buildx/version.Version=$BUILDX_VERSION" "github.com/docker/buildx/cmd/buildx@$BUILDX_VERSION"
   mv "$gobin/buildx" "$target" && rmdir "$gobin"
   say "buildx $BUILDX_VERSION: $target"
 }

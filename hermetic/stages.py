@@ -95,13 +95,11 @@ def run(
     env: dict[str, str] | None = None,
     heartbeat: float = 20.0,
     describe: Callable[[str], str | None] | None = None,
-    stdin_path: Path | None = None,
 ) -> list[str]:
     """Run a command, keep its output, print a heartbeat with what it is doing; raise StageFailed."""
     full_env = {**os.environ, **(env or {})}
-    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        list(cmd), cwd=cwd, env=full_env, stdin=stdin,
+        list(cmd), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
     )
     lines: list[str] = []
@@ -133,8 +131,6 @@ def run(
         raise
     finally:
         done.set()
-        if stdin_path:
-            stdin.close()  # type: ignore[union-attr]
     if rc != 0:
         raise StageFailed(stage, cmd, rc, lines[-40:])
     return lines

@@ -43,7 +43,6 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 from harness.outcomes import Outcome, classify_pod, classify_workload  # noqa: E402
 
-
 TEMPLATE_DEFAULTS = {
     "NAME": "orders-api",
     "NODE_ARCH": "amd64",
@@ -150,11 +149,17 @@ class Recorder:
 
 def _scrub_command(argv: list[str]) -> str:
     """The command line, without this machine's paths (the kubeconfig's path is replaced)."""
-    shown, skip = ["python", "tests/unit/data/record.py"], False
+    shown, skip, drop = ["python", "tests/unit/data/record.py"], False, False
     for arg in argv:
         if skip:
             shown.append("<kubeconfig>")
             skip = False
+        elif drop:  # --out: where this copy went, not how it was recorded
+            drop = False
+        elif arg == "--out":
+            drop = True
+        elif arg.startswith("--out="):
+            continue
         elif arg == "--kubeconfig":
             shown.append(arg)
             skip = True
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch", type=float, default=0.0, help="record watch events for up to this many seconds")
     parser.add_argument("--until", default=None, help="stop watching once the workload has this outcome")
     parser.add_argument("--min-restarts", type=int, default=0, help="with --until: also wait for this many restarts")
+    parser.add_argument("--until-reason", default=None, help="with --until: also wait for this container reason")
     parser.add_argument("--note", default="", help="a sentence for the README (what this recording shows)")
     parser.add_argument("--out", type=Path, default=HERE / "recorded")
     args = parser.parse_args(args_list)
@@ -208,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             while time.monotonic() < recorder.deadline:
                 with recorder.lock:
                     pods = list(recorder.pods.values())
-                restarts = max((classify_pod(p).restarts for p in pods), default=0)
-                if wanted and classify_workload(pods) is wanted and restarts >= args.min_restarts:
+                states = [classify_pod(p) for p in pods]
+                restarts = max((st.restarts for st in states), default=0)
+                reasons = {c.reason for st in states for c in st.containers}
+                reason_ok = args.until_reason is None or args.until_reason in reasons
+                if wanted and classify_workload(pods) is wanted and restarts >= args.min_restarts and reason_ok:
                     break
                 recorder.stop.wait(0.5)  # the recorder's own stop event bounds this; nothing else waits here
             recorder.end()
