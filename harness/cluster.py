@@ -289,10 +289,13 @@ def _pod_running_ready(pod: Any) -> bool:
     return bool(pod.status.phase == "Running" and ready)
 
 
-def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None) -> None:
+def ensure_harness_context(
+    kubeconfig: Path, core: k8s.CoreV1Api | None = None, *, label: str = MANAGED_LABEL
+) -> None:
     """The guard: the current context must be a local kind cluster that the harness labelled.
 
-    Users keep production contexts; a reproduction must never reach them.
+    Users keep production contexts; a reproduction must never reach them. With a core client, at
+    least one node must carry ``label``=true (tests pass a label no node has to see a refusal).
     """
     try:
         loaded = yaml.safe_load(kubeconfig.read_text()) or {}
@@ -311,11 +314,11 @@ def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None) 
         raise GuardRefused(f"refusing context {current!r}: API server {server} is not on this machine", remedy)
     if core is not None:
         try:
-            labelled = core.list_node(label_selector=f"{MANAGED_LABEL}=true").items
+            labelled = core.list_node(label_selector=f"{label}=true").items
         except Exception as exc:
             raise GuardRefused(f"refusing context {current!r}: cannot list its nodes ({exc})", remedy) from exc
         if not labelled:
-            raise GuardRefused(f"refusing context {current!r}: its nodes lack the {MANAGED_LABEL} label", remedy)
+            raise GuardRefused(f"refusing context {current!r}: its nodes lack the {label} label", remedy)
 
 
 def delete_cluster(name: str, kind_bin: str | None = None) -> None:

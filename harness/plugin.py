@@ -163,7 +163,8 @@ def expect_outcome(kind_cluster: KindCluster) -> Callable[..., Verdict]:
         if not verdict.satisfies(wanted):
             from harness.report import render_timeline
 
-            pytest.fail(f"expected {wanted}, got {verdict.outcome.label}: {verdict.summary}\n"
+            labels = " or ".join(sorted(o.label for o in ({wanted} if isinstance(wanted, Outcome) else wanted)))
+            pytest.fail(f"expected {labels}, got {verdict.outcome.label}: {verdict.summary}\n"
                         f"{render_timeline(verdict.timeline)}", pytrace=False)
         return verdict
 

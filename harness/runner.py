@@ -204,24 +204,29 @@ class _Run:
             self.work = workload.apply(self.cluster.api_client(), docs, w.deployment)
             self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
 
-    def _foreign_expectation(self) -> platforms.Expectation:
-        """What the platforms say should happen to the workload's image on these nodes."""
+    def _emulated_platform(self) -> Platform | None:
+        """The platform of a workload image (containers' or init containers') that these nodes
+        would run under emulation, if any: then the workload starts instead of failing."""
         assert self.node_platform is not None and self.emulation is not None
-        spec = self.s.images[self.s.workload.image]
-        if spec.platforms:  # a multi-platform index: the node picks its own
-            return platforms.Expectation.NATIVE
-        return platforms.expected_outcome(self.resolve_platform(spec.platform), self.node_platform, self.emulation)
+        w = self.s.workload
+        for name in (w.image, w.init_image):
+            spec = self.s.images[name] if name else None
+            if spec is None or spec.platforms:  # a multi-platform index: the node picks its own
+                continue
+            platform = self.resolve_platform(spec.platform)
+            if platforms.expected_outcome(platform, self.node_platform, self.emulation) is platforms.Expectation.EMULATED:
+                return platform
+        return None
 
     def watch_incident(self) -> None:
         assert self.cluster is not None and self.work is not None
         expect = self.s.expect
         wanted = expect.outcome
-        platform_expectation = self._foreign_expectation()
-        emulated = platform_expectation is platforms.Expectation.EMULATED
-        if emulated:
-            spec = self.s.images[self.s.workload.image]
+        emulated_platform = self._emulated_platform()
+        emulated = emulated_platform is not None
+        if emulated_platform is not None:
             assert self.node_platform is not None and self.emulation is not None
-            note = platforms.explain(self.resolve_platform(spec.platform), self.node_platform, self.emulation)
+            note = platforms.explain(emulated_platform, self.node_platform, self.emulation)
             self.o.say(f"    emulation: {note}")
             self.facts["emulation verdict"] = note
             wanted = Outcome.RAN_EMULATED
@@ -231,6 +236,14 @@ class _Run:
                 timeout=expect.timeout, on_evidence=self.o.on_evidence, emulated=emulated,
                 min_restarts=_min_restarts(expect),
             )
+        if not emulated and verdict.outcome in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
+            # A foreign image that ran: a handler may have been registered while we watched.
+            self.emulation = platforms.read_binfmt()
+            if self._foreign_expectation() is platforms.Expectation.EMULATED:
+                emulated, wanted = True, Outcome.RAN_EMULATED
+                note = "an emulator was registered on the host during the watch"
+                self.facts["emulation verdict"] = note
+                verdict = outcomes.mark_emulated(verdict, note)
         self.verdicts.append(VerdictReport.judge("incident", wanted, verdict))
         self.masked = emulated and verdict.outcome is Outcome.RAN_EMULATED
         self.symptoms = [] if self.masked else [_check(s, verdict) for s in expect.symptoms]

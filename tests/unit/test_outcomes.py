@@ -207,7 +207,7 @@ def test_fewer_ready_pods_than_wanted_is_not_healthy_yet() -> None:
 def test_unschedulable_because_the_node_is_still_starting_is_only_pending() -> None:
     pods, _, _ = load("unschedulable-node-selector")
     pod = pods[0]
-    cond = pod["status"]["conditions"][0]
+    cond = next(c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
     cond["message"] = "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
     assert classify_workload([pod]) is Outcome.PENDING
 
@@ -292,7 +292,8 @@ def test_selector_string() -> None:
 
 
 def test_created_after_keeps_only_new_pods() -> None:
-    pod = _healthy()  # created 2025-11-26T08:00:00Z
+    pod = _healthy()
+    pod["metadata"]["creationTimestamp"] = "2025-11-26T08:00:00Z"
     assert created_after(datetime(2025, 11, 26, 8, 0, 0, 400000, tzinfo=UTC))(pod)
     assert not created_after(datetime(2025, 11, 26, 8, 0, 1, tzinfo=UTC))(pod)
 
@@ -468,7 +469,7 @@ def test_watch_fails_fast_on_crash_loop_with_the_cause(core: FakeCore) -> None:
     assert verdict.cause.exit_code == 1
     assert {"Error", "CrashLoopBackOff"} <= verdict.phases_seen
     assert not verdict.ready_seen
-    assert verdict.pods == ("orders-api-7d9c8b6f5-x2k4p",)
+    assert verdict.pods == (_crashing()["metadata"]["name"],)
     assert "exec format error" in verdict.summary
     assert tuple(seen) == verdict.timeline  # every evidence was reported live, in order
     kinds = {e.kind for e in verdict.timeline}
@@ -660,6 +661,7 @@ def test_a_forbidden_list_is_a_harness_error_not_a_traceback(core: FakeCore) -> 
 
 def test_pod_filter_ignores_the_old_revision(core: FakeCore) -> None:
     old = _crashing()
+    old["metadata"]["creationTimestamp"] = "2025-11-26T08:00:00Z"
     new = _healthy()
     new["metadata"]["creationTimestamp"] = "2025-11-26T08:05:00Z"
     core.list_namespaced_pod.items = [old, new]
@@ -796,7 +798,7 @@ def test_a_log_that_cannot_be_read_is_noted_not_fatal(core: FakeCore) -> None:
 
 
 def test_min_restarts_keeps_watching_the_crash_loop(core: FakeCore) -> None:
-    replay(core, "crashloop-exec-format", speed=0.05)  # restarts reach 2 at t=13.2 s (0.66 s here)
+    replay(core, "crashloop-exec-format", speed=0.05)  # restarts reach 2 at t=21 s (1 s here)
     verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, min_restarts=2)
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert verdict.restarts == 2

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             recorder.end()
 
         out = args.out / args.name
-        (out / "logs").mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         selector = {"label_selector": args.selector} if args.selector else {}
         pods_list = _raw(core.list_namespaced_pod(args.namespace, _preload_content=False, **selector))
         events_list = _raw(core.list_namespaced_event(args.namespace, _preload_content=False))

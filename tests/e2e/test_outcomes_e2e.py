@@ -1,0 +1,187 @@
+"""Every outcome this registry-free cluster can produce, classified through the plugin's fixtures.
+
+Each test deploys a one-replica Deployment into a fresh namespace (the ``deploy`` fixture) and
+watches it (``expect_outcome``); the assertions are on what a user reads: the outcome, its cause
+and the evidence (events, the previous container's log). A foreign-platform image is expected to
+crash with "exec format error" only while no emulator for it is registered on the host; when one
+is (another test may register QEMU, kernel-wide), it is expected to run under emulation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness.cluster import KindCluster
+from harness.outcomes import Outcome, Verdict
+from harness.platforms import Expectation, Platform, expected_outcome, node_platform, parse_platform, read_binfmt
+from harness.workload import Workload
+from hermetic.images.busybox_httpd import ensure_busybox_httpd
+
+pytestmark = pytest.mark.e2e
+
+Deploy = Callable[..., Workload]
+ExpectOutcome = Callable[..., Verdict]
+
+# An image that no node holds and no registry serves: with IfNotPresent the kubelet tries to pull it.
+NEVER_LOADED = "incident-harness/never-loaded:v1"
+NO_SUCH_NODE_LABEL = "incident-harness.io/no-such-pool"
+
+
+def httpd_deployment(name: str, **pod_spec: Any) -> list[dict[str, Any]]:
+    """A one-replica Deployment of the busybox httpd (port 8080, /healthz) with fast probes."""
+    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
+    container = {
+        "name": "httpd",
+        "image": "set-by-test",
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "initialDelaySeconds": 2},
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"terminationGracePeriodSeconds": 0, "containers": [container], **pod_spec},
+                },
+            },
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def node_arch(kind_cluster: KindCluster) -> Platform:
+    node = kind_cluster.core.list_node().items[0]
+    return node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+
+
+@pytest.fixture(scope="module")
+def foreign(node_arch: Platform) -> Platform:
+    """The platform the nodes are not: arm64 on amd64 nodes, amd64 on arm64 nodes."""
+    return parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
+
+
+@pytest.fixture(scope="module")
+def httpd_images(kind_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
+    """The busybox httpd image for the nodes' platform and for the foreign one, loaded into the nodes."""
+    refs = {}
+    for which, platform in (("native", node_arch), ("foreign", foreign)):
+        ref = ensure_busybox_httpd(str(platform)).ref
+        kind_cluster.load_image(ref)
+        refs[which] = ref
+    return refs
+
+
+def foreign_expectation(foreign: Platform, node_arch: Platform) -> Expectation:
+    """What a foreign image does right now on this host (emulation is kernel-wide and may change)."""
+    return expected_outcome(foreign, node_arch, read_binfmt())
+
+
+def test_native_image_is_healthy(httpd_images: dict[str, str], deploy: Deploy, expect_outcome: ExpectOutcome) -> None:
+    applied = deploy(httpd_deployment("healthy"), image=httpd_images["native"])
+    verdict = expect_outcome(applied, Outcome.HEALTHY, timeout=90)
+
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.ready_seen
+    assert verdict.restarts == 0
+    assert verdict.cause is None
+    assert verdict.summary.startswith("healthy after"), verdict.summary
+    assert len(verdict.pods) == 1 and verdict.pods[0].startswith("healthy-"), verdict.pods
+
+
+def test_foreign_image_crash_loops_with_exec_format_error(
+    httpd_images: dict[str, str],
+    node_arch: Platform,
+    foreign: Platform,
+    deploy: Deploy,
+    expect_outcome: ExpectOutcome,
+) -> None:
+    expectation = foreign_expectation(foreign, node_arch)
+    applied = deploy(httpd_deployment("foreign"), image=httpd_images["foreign"])
+    if expectation is Expectation.EMULATED:
+        # The host emulates the foreign CPU: the image runs, and must not pass as plain Healthy.
+        verdict = expect_outcome(applied, Outcome.RAN_EMULATED, timeout=90, emulated=True)
+        assert verdict.outcome is Outcome.RAN_EMULATED and "emulation" in verdict.summary
+        return
+    if expectation is not Expectation.EXEC_FORMAT_ERROR:
+        pytest.skip(f"{foreign} on {node_arch} here: {expectation.value}, not exec format error")
+    verdict = expect_outcome(applied, Outcome.CRASH_LOOP, timeout=90)
+
+    assert verdict.outcome is Outcome.CRASH_LOOP
+    assert not verdict.ready_seen
+    cause = verdict.cause
+    assert cause is not None
+    assert cause.exec_format_error, cause
+    assert cause.reason == "exec format error"
+    assert cause.container == "httpd" and cause.image.endswith(httpd_images["foreign"].split("/", 1)[-1])
+    assert cause.exit_code not in (None, 0), cause
+    # The previous container's log is the incident's evidence: exec /bin/busybox: exec format error.
+    assert any("exec /bin/busybox: exec format error" in line for line in cause.log_lines), cause.log_lines
+    assert "exec format error" in verdict.summary and "another CPU architecture" in verdict.summary
+    kinds = {e.kind for e in verdict.timeline}
+    assert {"state", "log"} <= kinds, kinds
+
+
+def test_image_never_loaded_is_image_pull_back_off(deploy: Deploy, expect_outcome: ExpectOutcome) -> None:
+    applied = deploy(httpd_deployment("never-loaded"), image=NEVER_LOADED, pull_policy="IfNotPresent")
+    verdict = expect_outcome(applied, Outcome.IMAGE_PULL, timeout=90)
+
+    assert verdict.outcome is Outcome.IMAGE_PULL
+    cause = verdict.cause
+    assert cause is not None
+    assert cause.reason in {"ErrImagePull", "ImagePullBackOff"}, cause
+    assert cause.container == "httpd"
+    # The kubelet's words name the image it could not pull, in the status message or the events.
+    said = " ".join([cause.message, *cause.events])
+    assert NEVER_LOADED in said, said
+    assert any(e.startswith("Failed:") and "Failed to pull image" in e for e in cause.events), cause.events
+    assert "kind load" in verdict.summary, verdict.summary
+
+
+def test_impossible_node_selector_is_unschedulable(deploy: Deploy, expect_outcome: ExpectOutcome) -> None:
+    spec = {"nodeSelector": {NO_SUCH_NODE_LABEL: "true"}}
+    applied = deploy(httpd_deployment("nowhere", **spec), image="set-by-test-never-started:v1")
+    verdict = expect_outcome(applied, Outcome.UNSCHEDULABLE, timeout=60)
+
+    assert verdict.outcome is Outcome.UNSCHEDULABLE
+    cause = verdict.cause
+    assert cause is not None
+    assert cause.reason == "Unschedulable"
+    # The scheduler's message: "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector..."
+    assert "nodes are available" in cause.message and "node affinity/selector" in cause.message, cause.message
+    assert "Unschedulable" in verdict.summary
+    assert "Running" not in verdict.phases_seen, verdict.phases_seen
+
+
+def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
+    httpd_images: dict[str, str],
+    node_arch: Platform,
+    foreign: Platform,
+    deploy: Deploy,
+    expect_outcome: ExpectOutcome,
+) -> None:
+    """The watch stops at the first CrashLoopBackOff instead of running out a 120 s clock."""
+    if foreign_expectation(foreign, node_arch) is not Expectation.EXEC_FORMAT_ERROR:
+        pytest.skip(f"{foreign} runs on this host right now ({read_binfmt().describe()}): nothing fails")
+    applied = deploy(httpd_deployment("fail-fast"), image=httpd_images["foreign"])
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception) as failed:
+        expect_outcome(applied, Outcome.HEALTHY, timeout=120)
+    took = time.monotonic() - started
+
+    assert took < 40, f"expect_outcome took {took:.1f} s: it ran out the clock instead of failing fast"
+    message = str(failed.value)
+    first_line = message.splitlines()[0]
+    assert first_line.startswith("expected Healthy, got CrashLoopBackOff"), first_line
+    assert "exec format error" in message, message
+    assert "no decision within" not in message, message
+
