@@ -239,7 +239,7 @@ class _Run:
         if not emulated and verdict.outcome in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
             # A foreign image that ran: a handler may have been registered while we watched.
             self.emulation = platforms.read_binfmt()
-            if self._foreign_expectation() is platforms.Expectation.EMULATED:
+            if self._emulated_platform() is not None:
                 emulated, wanted = True, Outcome.RAN_EMULATED
                 note = "an emulator was registered on the host during the watch"
                 self.facts["emulation verdict"] = note
