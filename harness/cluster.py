@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from harness import tools
 from harness.errors import ClusterGone, GuardRefused, HarnessError, ToolError
@@ -112,8 +113,8 @@ class KindCluster:
         """Create the cluster, or reuse it when one of that name exists; wait until it is ready."""
         tools.ensure_engine()
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.exists() and not self._usable():
-            # e.g. its node containers stopped when the engine restarted: start afresh.
+        if self.exists() and not self._nodes_running():
+            # Its node containers stopped (e.g. the engine restarted): kind cannot revive them.
             tools.run([self.kind, "delete", "cluster", "--name", self.name], timeout=300)
         if self.exists():
             self.reused = True
@@ -145,18 +146,13 @@ class KindCluster:
                        "--kubeconfig", str(self.kubeconfig)], timeout=300)
         shutil.rmtree(self.kubeconfig.parent, ignore_errors=True)
 
-    def _usable(self) -> bool:
-        """An existing cluster is reused only when all its nodes run and its API server answers."""
+    def _nodes_running(self) -> bool:
+        """Every node container of the cluster runs (a stopped kind node is not restarted)."""
         docker = tools.docker_binary()
         for node in self.nodes():
             state = tools.run([docker, "inspect", "-f", "{{.State.Running}}", node], check=False, timeout=30)
             if state.stdout.strip() != "true":
                 return False
-        try:
-            self._export_kubeconfig()
-            k8s.VersionApi(self.api_client()).get_code(_request_timeout=10)
-        except Exception:  # noqa: BLE001 - any failure means: not usable as it is
-            return False
         return True
 
     def _export_kubeconfig(self) -> None:
@@ -211,7 +207,7 @@ class KindCluster:
                     f"cluster {self.name!r}: timed out waiting for {what}",
                     f"inspect with 'kubectl --kubeconfig {self.kubeconfig} get pods -A', or 'make clean' and retry",
                 )
-            listed = lister()(**kwargs)
+            listed = self._list_with_retry(lister, kwargs, remaining, what)
             items = {i.metadata.name: i for i in listed.items}
             if done(list(items.values())):
                 return
@@ -227,6 +223,20 @@ class KindCluster:
                     items[obj.metadata.name] = obj
                 if done(list(items.values())):
                     return
+
+    def _list_with_retry(self, lister: Any, kwargs: dict[str, Any], seconds: float, what: str) -> Any:
+        """A list call, retried (bounded) while the API server is still starting or briefly away."""
+        try:
+            for attempt in Retrying(stop=stop_after_delay(max(seconds, 1)), wait=wait_exponential(max=5),
+                                    retry=retry_if_exception_type(Exception), reraise=True):
+                with attempt:
+                    return lister()(**kwargs, _request_timeout=30)
+        except Exception as exc:
+            raise ClusterGone(
+                f"cluster {self.name!r}: the API server does not answer while waiting for {what} ({type(exc).__name__})",
+                f"check 'docker ps' for {self.name}-control-plane; 'make clean' removes a broken cluster",
+            ) from exc
+        raise AssertionError("unreachable")
 
     # -- guard -----------------------------------------------------------------------------
 

@@ -483,7 +483,12 @@ def _cause(state: PodState, events: Sequence[Mapping[str, Any]], log_lines: Sequ
                 warnings.append(text)
     warnings = warnings[-6:]
     event_messages = [_str(e.get("message")) for e in pod_events]
-    if state.unschedulable_message or (state.outcome is Outcome.UNSCHEDULABLE):
+    failed_scheduling = any(e.get("reason") == "FailedScheduling" for e in pod_events)
+    if (
+        state.unschedulable_message
+        or state.outcome is Outcome.UNSCHEDULABLE
+        or (failed_scheduling and not state.scheduled)  # the event came before the PodScheduled condition
+    ):
         message = state.unschedulable_message or next(
             (_str(e.get("message")) for e in reversed(pod_events) if e.get("reason") == "FailedScheduling"), ""
         )

@@ -50,6 +50,9 @@ class VerdictReport:
         return cls(label, wanted, verdict, verdict.outcome in wanted)
 
 
+MASKED_BY_EMULATION = 4  # harness.runner.ExitStatus.MASKED_BY_EMULATION
+
+
 @dataclass(frozen=True)
 class RunReport:
     """Everything a run found. Generic: the runner fills what applies and leaves the rest empty."""
@@ -80,6 +83,9 @@ class RunReport:
 
     def headline(self) -> str:
         """One line: the result, the symptoms reproduced and the fix."""
+        if self.exit_status == MASKED_BY_EMULATION:
+            return (f"MASKED BY EMULATION (exit status {self.exit_status}) — the foreign image ran under an "
+                    "emulator on this host: the incident is neither reproduced nor healthy here")
         parts = ["PASSED" if self.passed else f"FAILED (exit status {self.exit_status})"]
         if self.symptoms_total:
             parts.append(f"symptoms reproduced {self.symptoms_reproduced}/{self.symptoms_total}")

@@ -6,10 +6,18 @@
 
 Each step is try / catch / finally: on failure the evidence (describe, events, logs, kind's
 logs) is saved before clean-up, and clean-up runs in reverse order.
+
+A cluster that stops answering must end the run with ClusterGone (exit status 3), never with a
+verdict: a paused or frozen node still accepts TCP connections but never answers, so a watch
+alone would sit until its deadline and report a wrong Timeout. Watches therefore run in a
+helper thread while the runner probes the API server; clean-up is bounded in time; Ctrl-C
+(KeyboardInterrupt) always runs the clean-up.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,10 +25,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from harness import images, outcomes, platforms, tools, workload
 from harness.cluster import KindCluster
-from harness.errors import HarnessError
+from harness.errors import ClusterGone, HarnessError
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import Platform
 from harness.report import RunReport, StepReport, StepStatus, VerdictReport, write_reports
@@ -28,6 +41,12 @@ from harness.scenario import Expected, ImageSpec, Scenario, Symptom
 
 PYTHON_BASE_PLACEHOLDER = "{python-base}"
 OFFICIAL_PYTHON_BASE = "python:3.11-slim"
+API_PROBE_TIMEOUT = 5.0     # one probe of the API server (GET /version) may take this long
+API_PROBE_INTERVAL = 5.0    # seconds between probes while a watch runs
+API_GONE_AFTER = 15.0       # probes failing for this long: the cluster is gone (ClusterGone)
+CLEANUP_SECONDS = 30.0      # one clean-up action may take this long
+
+T = TypeVar("T")
 
 
 class ExitStatus(IntEnum):
@@ -53,6 +72,7 @@ class RunOptions:
     artifacts_dir: Path = Path("artifacts")
     on_evidence: Callable[[Evidence], None] | None = None
     say: Callable[[str], None] = print
+    api_gone_after: float = API_GONE_AFTER
 
 
 @dataclass(frozen=True)
@@ -193,10 +213,12 @@ class _Run:
         init_image = self.build_and_load(w.init_image) if w.init_image else None
         with self.step("apply workload"):
             self.cluster.guard()
-            self.namespace = workload.create_namespace(self.cluster.core, self.s.name)
-            if not self.o.keep_namespace:
-                self.cleanups.append((f"delete namespace {self.namespace}",
-                                      lambda: workload.delete_namespace(self.cluster.core, self.namespace)))  # type: ignore[union-attr]
+            with _interrupts_deferred():  # a namespace created must be registered for clean-up
+                self.namespace = workload.create_namespace(self.cluster.core, self.s.name)
+                self.facts["namespace"] = self.namespace
+                if not self.o.keep_namespace:
+                    self.cleanups.append((f"delete namespace {self.namespace}",
+                                          lambda: workload.delete_namespace(self.cluster.core, self.namespace)))  # type: ignore[union-attr]
             docs = workload.render(
                 workload.load_manifests(w.manifests), namespace=self.namespace, image=image,
                 container=w.container, pull_policy=w.pull_policy, init_image=init_image, patches=w.patch,
@@ -230,12 +252,13 @@ class _Run:
             self.o.say(f"    emulation: {note}")
             self.facts["emulation verdict"] = note
             wanted = Outcome.RAN_EMULATED
-        with self.step(f"watch: expect {wanted.label}"):
-            verdict = outcomes.watch_workload(
-                self.cluster.core, self.namespace, self.work.selector, expect=wanted,
-                timeout=expect.timeout, on_evidence=self.o.on_evidence, emulated=emulated,
+        with self.step(f"watch: expect {wanted.label}"), self.supervised("watching the workload") as gate:
+            cluster, work = self.cluster, self.work
+            verdict = gate.run(lambda: outcomes.watch_workload(
+                cluster.core, self.namespace, work.selector, expect=wanted,
+                timeout=expect.timeout, on_evidence=gate.evidence(self.o.on_evidence), emulated=emulated,
                 min_restarts=_min_restarts(expect),
-            )
+            ))
         if not emulated and verdict.outcome in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
             # A foreign image that ran: a handler may have been registered while we watched.
             self.emulation = platforms.read_binfmt()
@@ -272,17 +295,18 @@ class _Run:
                     _need(deployment, "rollback")
                     workload.rollback(self.cluster.apps, self.namespace, deployment)  # type: ignore[arg-type]
         fe = self.s.fix_expect
-        with self.step(f"watch fix: expect {fe.outcome.label}"):
+        cluster, work = self.cluster, self.work
+        with self.step(f"watch fix: expect {fe.outcome.label}"), self.supervised("watching the fix") as gate:
             if fe.deployment_available and deployment:
-                verdict = outcomes.wait_deployment_available(
-                    self.cluster.apps, self.cluster.core, self.namespace, deployment, fe.timeout,
-                    on_evidence=self.o.on_evidence,
-                )
+                verdict = gate.run(lambda: outcomes.wait_deployment_available(
+                    cluster.apps, cluster.core, self.namespace, deployment, fe.timeout,
+                    on_evidence=gate.evidence(self.o.on_evidence),
+                ))
             else:
-                verdict = outcomes.watch_workload(
-                    self.cluster.core, self.namespace, self.work.selector, expect=fe.outcome, timeout=fe.timeout,
-                    on_evidence=self.o.on_evidence, pod_filter=outcomes.created_after(fix_started),
-                )
+                verdict = gate.run(lambda: outcomes.watch_workload(
+                    cluster.core, self.namespace, work.selector, expect=fe.outcome, timeout=fe.timeout,
+                    on_evidence=gate.evidence(self.o.on_evidence), pod_filter=outcomes.created_after(fix_started),
+                ))
         judged = VerdictReport.judge("fix", fe.outcome, verdict)
         self.verdicts.append(judged)
         fix_checks = [_check(s, verdict) for s in fe.symptoms]
@@ -298,7 +322,10 @@ class _Run:
         directory = self.o.artifacts_dir / f"{self.s.name}-{stamp}"
         directory.mkdir(parents=True, exist_ok=True)
         kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.cluster.kubeconfig)]
-        if self.namespace:
+        problem = api_problem(self.cluster.kubeconfig)
+        if problem is not None:
+            (directory / "api-unreachable.txt").write_text(f"the API server did not answer: {problem}\n")
+        elif self.namespace:
             for filename, args in {
                 "describe-pods.txt": ["describe", "pods"],
                 "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
@@ -318,10 +345,23 @@ class _Run:
     def clean_up(self) -> None:
         for what, action in reversed(self.cleanups):
             try:
-                action()
+                _bounded(action, CLEANUP_SECONDS, what)
             except Exception as exc:  # noqa: BLE001 - clean-up must go on
                 self.o.say(f"    clean-up '{what}' failed: {_first_line(exc)}")
+                if what.startswith("delete namespace") and self.cluster is not None:
+                    self.o.say(f"    remove it later: {tools.kubectl_binary()} --kubeconfig {self.cluster.kubeconfig} "
+                               f"delete namespace {self.namespace}")
         self.cleanups.clear()
+
+    @contextmanager
+    def supervised(self, what: str) -> Iterator[_Supervisor]:
+        """A watch runs in a helper thread while the API server is probed (see the module docstring)."""
+        assert self.cluster is not None
+        gate = _Supervisor(self.cluster, what, self.o.api_gone_after)
+        try:
+            yield gate
+        finally:
+            gate.close()
 
     def report(self, status: ExitStatus, error: str | None) -> RunReport:
         return RunReport(
@@ -336,6 +376,137 @@ class _Run:
             fix_verified=self.fix_verified, error=error, facts=dict(self.facts),
             artifacts=tuple(self.artifacts),
         )
+
+
+def api_problem(kubeconfig: Path, timeout: float = API_PROBE_TIMEOUT) -> str | None:
+    """None when the API server of kubeconfig answers GET /version within timeout, else why not.
+
+    No retries: a paused node accepts connections and then never answers; that must show
+    within the timeout, not after urllib3's retries.
+    """
+    try:
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        configuration.retries = False
+        api = k8s.ApiClient(configuration)
+        try:
+            k8s.VersionApi(api).get_code(_request_timeout=(timeout, timeout))
+        finally:
+            api.close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: not answering
+        return _first_line(exc)[:200] or type(exc).__name__
+    return None
+
+
+class _Supervisor:
+    """Runs one watch in a helper thread; raises ClusterGone once the API server stops answering.
+
+    After it gave up, evidence from the abandoned watch is dropped (it would print into the report).
+    """
+
+    def __init__(self, cluster: KindCluster, what: str, gone_after: float) -> None:
+        self.cluster = cluster
+        self.what = what
+        self.gone_after = gone_after
+        self.open = True
+
+    def close(self) -> None:
+        self.open = False
+
+    def evidence(self, forward: Callable[[Evidence], None] | None) -> Callable[[Evidence], None] | None:
+        if forward is None:
+            return None
+
+        def gated(e: Evidence) -> None:
+            if self.open:
+                forward(e)
+
+        return gated
+
+    def run(self, fn: Callable[[], T]) -> T:
+        results: list[T] = []
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                results.append(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                errors.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=work, name=f"harness: {self.what}", daemon=True).start()
+        failing_since: float | None = None
+        while not done.wait(API_PROBE_INTERVAL):
+            began = time.monotonic()
+            problem = api_problem(self.cluster.kubeconfig)
+            if done.is_set():
+                break
+            if problem is None:
+                failing_since = None
+                continue
+            failing_since = began if failing_since is None else failing_since
+            silent = time.monotonic() - failing_since
+            if silent >= self.gone_after:
+                self.close()
+                raise ClusterGone(
+                    f"cluster {self.cluster.name!r} stopped answering while {self.what} "
+                    f"({problem}; for {silent:.0f} s): no verdict",
+                    f"check its node with 'docker ps -a --filter label=io.x-k8s.kind.cluster={self.cluster.name}' "
+                    f"(paused? stopped? gone?); unpause or delete it ('kind delete cluster --name "
+                    f"{self.cluster.name}') and run again",
+                )
+        if errors:
+            raise errors[0]
+        return results[0]
+
+
+def _bounded(action: Callable[[], object], seconds: float, what: str) -> None:
+    """Run action in a helper thread; HarnessError if it has not finished within seconds."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            action()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"harness: {what}", daemon=True).start()
+    if not done.wait(seconds):
+        raise HarnessError(f"{what} did not finish within {seconds:.0f} s (is the cluster answering?)",
+                           "check the cluster, then remove what is left by hand")
+    if errors:
+        raise errors[0]
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C while a resource is created and registered for clean-up; a second Ctrl-C goes through.
+
+    Only in the main thread, and only where Python's default SIGINT handler is installed.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if pending:
+            raise KeyboardInterrupt
 
 
 def _need(deployment: str | None, step: str) -> None:

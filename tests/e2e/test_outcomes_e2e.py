@@ -184,4 +184,3 @@ def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
     assert first_line.startswith("expected Healthy, got CrashLoopBackOff"), first_line
     assert "exec format error" in message, message
     assert "no decision within" not in message, message
-
