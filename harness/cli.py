@@ -45,8 +45,12 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         try:
             result = tools.run(cmd, check=False, timeout=30)
             ok = result.returncode == 0
-            _line(name, (result.stdout.strip() or result.stderr.strip()).splitlines()[0] if ok else
-                  "NOT AVAILABLE: " + (result.stderr.strip().splitlines() or ["?"])[-1])
+            _line(
+                name,
+                (result.stdout.strip() or result.stderr.strip()).splitlines()[0]
+                if ok
+                else "NOT AVAILABLE: " + (result.stderr.strip().splitlines() or ["?"])[-1],
+            )
         except HarnessError as exc:
             ok = False
             _line(name, f"MISSING ({exc.cause}); {exc.remedy}")
@@ -59,8 +63,15 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         _line("kubectl", f"missing: {exc.remedy}")
     bounding = Path("/proc/self/status").read_text()
     capbnd = next((line.split()[1] for line in bounding.splitlines() if line.startswith("CapBnd:")), "?")
-    _line("capability bounding", capbnd + (" (short: privileged nodes need the capfilter runtime)"
-                                           if capbnd != "?" and int(capbnd, 16) & ((1 << 41) - 1) != (1 << 41) - 1 else ""))
+    _line(
+        "capability bounding",
+        capbnd
+        + (
+            " (short: privileged nodes need the capfilter runtime)"
+            if capbnd != "?" and int(capbnd, 16) & ((1 << 41) - 1) != (1 << 41) - 1
+            else ""
+        ),
+    )
 
     print("node images")
     pins = tools.versions()
@@ -93,7 +104,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print("  yes: a foreign image fails with 'exec format error', as in the incident")
     elif expectation is platforms.Expectation.EMULATED:
         print("  no: emulation would run the foreign image; the harness will report 'masked by emulation'.")
-        print(f"  to reproduce, disable the handler: echo 0 > /proc/sys/fs/binfmt_misc/qemu-{platforms.qemu_name(foreign)}")
+        print(
+            f"  to reproduce, disable the handler: echo 0 > /proc/sys/fs/binfmt_misc/qemu-{platforms.qemu_name(foreign)}"
+        )
     else:
         print(f"  partly: {expectation.name.lower().replace('_', ' ')}")
     return 0 if problems == 0 else int(ExitStatus.ENVIRONMENT)
@@ -104,9 +117,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"scenario {s.name}: {s.title}")
     printer = None if args.quiet else report.live_printer(sys.stdout)
     options = RunOptions(
-        cluster_name=args.cluster_name, node_image=args.node_image, kind_bin=args.kind_bin,
-        keep_cluster=not args.delete_cluster, keep_namespace=args.keep_namespace,
-        report_dir=Path(args.report_dir), artifacts_dir=Path(args.artifacts_dir), on_evidence=printer,
+        cluster_name=args.cluster_name,
+        node_image=args.node_image,
+        kind_bin=args.kind_bin,
+        keep_cluster=not args.delete_cluster,
+        keep_namespace=args.keep_namespace,
+        report_dir=Path(args.report_dir),
+        artifacts_dir=Path(args.artifacts_dir),
+        on_evidence=printer,
     )
     result = run_scenario(s, options)
     print()
@@ -115,14 +133,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"report: {path}")
     status = result.exit_status
     if status is ExitStatus.MASKED_BY_EMULATION:
-        print("verdict: MASKED BY EMULATION: the foreign image ran under an emulator on this host; "
-              "the incident cannot show here (see 'python -m harness doctor')")
+        print(
+            "verdict: MASKED BY EMULATION: the foreign image ran under an emulator on this host; "
+            "the incident cannot show here (see 'python -m harness doctor')"
+        )
     return int(status)
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    cluster = KindCluster(name=args.name or default_name(), node_image=args.node_image, kind_bin=args.kind_bin,
-                          workers=args.workers)
+    cluster = KindCluster(
+        name=args.name or default_name(), node_image=args.node_image, kind_bin=args.kind_bin, workers=args.workers
+    )
     if args.action == "create":
         cluster.create()
         print(f"cluster {cluster.name} is ready ({'reused' if cluster.reused else 'created'}).")
@@ -140,7 +161,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     from harness import gc
 
-    found = gc.find()
+    if args.cluster and args.all:
+        print("error: --cluster and --all exclude each other (--all removes everything)", file=sys.stderr)
+        return int(ExitStatus.BAD_INPUT)
+    found = gc.find(args.cluster)
+    if args.cluster and not found:
+        print(f"nothing the harness made belongs to cluster(s) {', '.join(args.cluster)}")
     for item in found:
         print(f"{'removing' if args.yes else 'would remove'} {item.kind} {item.name}")
     if args.all:
@@ -166,9 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", help="run a scenario end to end and print the verdict")
     rep.add_argument("scenario", help="a scenario file, or the name of one in scenarios/")
     rep.add_argument("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
-    rep.add_argument("--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
+    rep.add_argument(
+        "--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)"
+    )
     rep.add_argument("--kind-bin", default=None, help="kind binary to use")
-    rep.add_argument("--delete-cluster", action="store_true", help="delete the cluster afterwards if this run created it")
+    rep.add_argument(
+        "--delete-cluster", action="store_true", help="delete the cluster afterwards if this run created it"
+    )
     rep.add_argument("--keep-namespace", action="store_true", help="keep the scenario's namespace for inspection")
     rep.add_argument("--report-dir", default="reports", help="where the Markdown and JSON reports go")
     rep.add_argument("--artifacts-dir", default="artifacts", help="where evidence of a failed run goes")
@@ -186,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     gcp = sub.add_parser("gc", help="list (and with --yes remove) clusters, containers and images the harness made")
     gcp.add_argument("--yes", action="store_true", help="remove them (default: only list)")
     gcp.add_argument("--all", action="store_true", help="also remove the harness's caches")
+    gcp.add_argument(
+        "--cluster",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="only this cluster and its node containers, no images (repeatable)",
+    )
     gcp.set_defaults(func=_cmd_gc)
     return parser
 

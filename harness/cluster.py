@@ -125,8 +125,19 @@ class KindCluster:
             config = self.kubeconfig.parent / "kind-config.yaml"
             config.write_text(yaml.safe_dump(self.kind_config()))
             tools.run(
-                [self.kind, "create", "cluster", "--name", self.name, "--image", choice.image,
-                 "--kubeconfig", str(self.kubeconfig), "--config", str(config)],
+                [
+                    self.kind,
+                    "create",
+                    "cluster",
+                    "--name",
+                    self.name,
+                    "--image",
+                    choice.image,
+                    "--kubeconfig",
+                    str(self.kubeconfig),
+                    "--config",
+                    str(config),
+                ],
                 timeout=900,
                 remedy=f"read the output above; 'kind export logs --name {self.name}' collects node logs",
             )
@@ -142,8 +153,9 @@ class KindCluster:
     def delete(self) -> None:
         """Delete the cluster and the files the harness made for it (nothing else)."""
         if self.exists():
-            tools.run([self.kind, "delete", "cluster", "--name", self.name,
-                       "--kubeconfig", str(self.kubeconfig)], timeout=300)
+            tools.run(
+                [self.kind, "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig)], timeout=300
+            )
         shutil.rmtree(self.kubeconfig.parent, ignore_errors=True)
 
     def _nodes_running(self) -> bool:
@@ -156,8 +168,9 @@ class KindCluster:
         return True
 
     def _export_kubeconfig(self) -> None:
-        tools.run([self.kind, "export", "kubeconfig", "--name", self.name,
-                   "--kubeconfig", str(self.kubeconfig)], timeout=60)
+        tools.run(
+            [self.kind, "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig)], timeout=60
+        )
 
     # -- API -------------------------------------------------------------------------------
 
@@ -212,8 +225,10 @@ class KindCluster:
             if done(list(items.values())):
                 return
             stream = watch.Watch().stream(
-                lister(), resource_version=listed.metadata.resource_version,
-                timeout_seconds=max(1, int(min(remaining, 60))), **kwargs,
+                lister(),
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=max(1, int(min(remaining, 60))),
+                **kwargs,
             )
             for event in stream:
                 obj = event["object"]
@@ -227,8 +242,12 @@ class KindCluster:
     def _list_with_retry(self, lister: Any, kwargs: dict[str, Any], seconds: float, what: str) -> Any:
         """A list call, retried (bounded) while the API server is still starting or briefly away."""
         try:
-            for attempt in Retrying(stop=stop_after_delay(max(seconds, 1)), wait=wait_exponential(max=5),
-                                    retry=retry_if_exception_type(Exception), reraise=True):
+            for attempt in Retrying(
+                stop=stop_after_delay(max(seconds, 1)),
+                wait=wait_exponential(max=5),
+                retry=retry_if_exception_type(Exception),
+                reraise=True,
+            ):
                 with attempt:
                     return lister()(**kwargs, _request_timeout=30)
         except Exception as exc:
@@ -262,8 +281,10 @@ class KindCluster:
         for node in self.nodes():
             for ref in refs:
                 if not self.image_on_node(node, ref):
-                    raise HarnessError(f"image {ref} from {archive.name} is not visible on node {node}",
-                                       f"check 'docker exec {node} crictl images'")
+                    raise HarnessError(
+                        f"image {ref} from {archive.name} is not visible on node {node}",
+                        f"check 'docker exec {node} crictl images'",
+                    )
 
     def image_on_node(self, node: str, ref: str) -> bool:
         out = self.node_exec(node, ["crictl", "images", "-o", "json"]).stdout
@@ -299,9 +320,7 @@ def _pod_running_ready(pod: Any) -> bool:
     return bool(pod.status.phase == "Running" and ready)
 
 
-def ensure_harness_context(
-    kubeconfig: Path, core: k8s.CoreV1Api | None = None, *, label: str = MANAGED_LABEL
-) -> None:
+def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None, *, label: str = MANAGED_LABEL) -> None:
     """The guard: the current context must be a local kind cluster that the harness labelled.
 
     Users keep production contexts; a reproduction must never reach them. With a core client, at
@@ -310,7 +329,9 @@ def ensure_harness_context(
     try:
         loaded = yaml.safe_load(kubeconfig.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise GuardRefused(f"cannot read kubeconfig {kubeconfig}: {exc}", "create the cluster with 'make cluster'") from exc
+        raise GuardRefused(
+            f"cannot read kubeconfig {kubeconfig}: {exc}", "create the cluster with 'make cluster'"
+        ) from exc
     current = loaded.get("current-context", "")
     contexts = {c["name"]: c.get("context", {}) for c in loaded.get("contexts") or []}
     clusters = {c["name"]: c.get("cluster", {}) for c in loaded.get("clusters") or []}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from harness import tools
@@ -15,18 +16,41 @@ class Made:
     name: str
 
 
-def find() -> list[Made]:
-    """Clusters with a harness kubeconfig folder, labelled containers, and incident-harness/* images."""
+def find(clusters: Collection[str] | None = None) -> list[Made]:
+    """Clusters with a harness kubeconfig folder, labelled containers, and incident-harness/* images.
+
+    With clusters: only those of these clusters the harness made, and their labelled node
+    containers; no images (other clusters may use them).
+    """
     tools.ensure_engine()
     docker = tools.docker_binary()
     found: list[Made] = []
     clusters_dir = tools.cache_dir() / "clusters"
     existing = set(tools.run([tools.kind_binary(), "get", "clusters"], timeout=60).stdout.split())
     if clusters_dir.is_dir():
-        found += [Made("cluster", d.name) for d in sorted(clusters_dir.iterdir()) if d.is_dir() and d.name in existing]
-    containers = tools.run([docker, "ps", "-a", "--filter", "label=io.incident-harness.managed=true",
-                            "--format", "{{.Names}}"], timeout=60).stdout.split()
-    found += [Made("container", c) for c in containers]
+        found += [
+            Made("cluster", d.name)
+            for d in sorted(clusters_dir.iterdir())
+            if d.is_dir() and d.name in existing and (clusters is None or d.name in clusters)
+        ]
+    listed = tools.run(
+        [
+            docker,
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.incident-harness.managed=true",
+            "--format",
+            '{{.Names}}\t{{.Label "io.x-k8s.kind.cluster"}}',
+        ],
+        timeout=60,
+    ).stdout.splitlines()
+    for line in listed:
+        name, _, cluster = line.partition("\t")
+        if name and (clusters is None or cluster in clusters):
+            found.append(Made("container", name))
+    if clusters is not None:
+        return found
     images = tools.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60).stdout.split()
     found += [Made("image", i) for i in images if i.startswith("incident-harness/") and not i.endswith(":<none>")]
     return found

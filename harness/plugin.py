@@ -33,13 +33,19 @@ def _require_e2e_default() -> bool:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("incident-harness", "kind clusters for incident reproductions")
     group.addoption("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
-    group.addoption("--keep-cluster", action="store_true", help="keep the cluster after the session (reuse it next time)")
+    group.addoption(
+        "--keep-cluster", action="store_true", help="keep the cluster after the session (reuse it next time)"
+    )
     group.addoption("--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
     group.addoption("--kind-bin", default=None, help="the kind binary to use")
     group.addoption("--artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
     group.addoption("--keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
-    group.addoption("--require-e2e", action="store_true", default=_require_e2e_default(),
-                    help="a skipped e2e test fails the run (default when CI=true or HARNESS_REQUIRE_E2E=1)")
+    group.addoption(
+        "--require-e2e",
+        action="store_true",
+        default=_require_e2e_default(),
+        help="a skipped e2e test fails the run (default when CI=true or HARNESS_REQUIRE_E2E=1)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,8 +74,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def kind_cluster(request: pytest.FixtureRequest) -> Iterator[KindCluster]:
     """The session's kind cluster: reused when one of that name exists, else created."""
     opt = request.config.getoption
-    cluster = KindCluster(name=opt("--cluster-name") or default_name(), node_image=opt("--node-image"),
-                          kind_bin=opt("--kind-bin"))
+    cluster = KindCluster(
+        name=opt("--cluster-name") or default_name(), node_image=opt("--node-image"), kind_bin=opt("--kind-bin")
+    )
     try:
         tools.ensure_engine()
         tools.kind_binary(cluster.kind_bin)
@@ -96,8 +103,14 @@ class _Namespace:
             "describe-pods.txt": ["describe", "pods"],
             "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
             "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
-            "logs-previous.txt": ["logs", "--all-containers", "--previous", "--prefix", "-l",
-                                  ",".join(self.selectors) or "app"],
+            "logs-previous.txt": [
+                "logs",
+                "--all-containers",
+                "--previous",
+                "--prefix",
+                "-l",
+                ",".join(self.selectors) or "app",
+            ],
         }.items():
             result = tools.run([*kubectl, *args], check=False, timeout=60)
             (directory / filename).write_text(result.stdout + result.stderr)
@@ -137,7 +150,9 @@ def image_builder(kind_cluster: KindCluster) -> Callable[..., str]:
 
 
 @pytest.fixture
-def deploy(request: pytest.FixtureRequest, kind_cluster: KindCluster, harness_namespace: str) -> Callable[..., workload.Workload]:
+def deploy(
+    request: pytest.FixtureRequest, kind_cluster: KindCluster, harness_namespace: str
+) -> Callable[..., workload.Workload]:
     """deploy(manifests or objects, image=..., pull_policy="IfNotPresent", ...) -> Workload in the test's namespace."""
 
     def apply(source: list[Path] | list[dict[str, Any]], **render_args: Any) -> workload.Workload:
@@ -157,15 +172,21 @@ def deploy(request: pytest.FixtureRequest, kind_cluster: KindCluster, harness_na
 def expect_outcome(kind_cluster: KindCluster) -> Callable[..., Verdict]:
     """expect_outcome(workload, Outcome.X, timeout=120, **watch_args) -> Verdict; fails with the evidence."""
 
-    def expect(applied: workload.Workload, wanted: Outcome | set[Outcome], timeout: float = 120, **kwargs: Any) -> Verdict:
-        verdict = outcomes.watch_workload(kind_cluster.core, applied.namespace, applied.selector,
-                                          expect=wanted, timeout=timeout, **kwargs)
+    def expect(
+        applied: workload.Workload, wanted: Outcome | set[Outcome], timeout: float = 120, **kwargs: Any
+    ) -> Verdict:
+        verdict = outcomes.watch_workload(
+            kind_cluster.core, applied.namespace, applied.selector, expect=wanted, timeout=timeout, **kwargs
+        )
         if not verdict.satisfies(wanted):
             from harness.report import render_timeline
 
             labels = " or ".join(sorted(o.label for o in ({wanted} if isinstance(wanted, Outcome) else wanted)))
-            pytest.fail(f"expected {labels}, got {verdict.outcome.label}: {verdict.summary}\n"
-                        f"{render_timeline(verdict.timeline)}", pytrace=False)
+            pytest.fail(
+                f"expected {labels}, got {verdict.outcome.label}: {verdict.summary}\n"
+                f"{render_timeline(verdict.timeline)}",
+                pytrace=False,
+            )
         return verdict
 
     return expect

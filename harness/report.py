@@ -84,8 +84,10 @@ class RunReport:
     def headline(self) -> str:
         """One line: the result, the symptoms reproduced and the fix."""
         if self.exit_status == MASKED_BY_EMULATION:
-            return (f"MASKED BY EMULATION (exit status {self.exit_status}) — the foreign image ran under an "
-                    "emulator on this host: the incident is neither reproduced nor healthy here")
+            return (
+                f"MASKED BY EMULATION (exit status {self.exit_status}) — the foreign image ran under an "
+                "emulator on this host: the incident is neither reproduced nor healthy here"
+            )
         parts = ["PASSED" if self.passed else f"FAILED (exit status {self.exit_status})"]
         if self.symptoms_total:
             parts.append(f"symptoms reproduced {self.symptoms_reproduced}/{self.symptoms_total}")

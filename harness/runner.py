@@ -41,10 +41,10 @@ from harness.scenario import Expected, ImageSpec, Scenario, Symptom
 
 PYTHON_BASE_PLACEHOLDER = "{python-base}"
 OFFICIAL_PYTHON_BASE = "python:3.11-slim"
-API_PROBE_TIMEOUT = 5.0     # one probe of the API server (GET /version) may take this long
-API_PROBE_INTERVAL = 5.0    # seconds between probes while a watch runs
-API_GONE_AFTER = 15.0       # probes failing for this long: the cluster is gone (ClusterGone)
-CLEANUP_SECONDS = 30.0      # one clean-up action may take this long
+API_PROBE_TIMEOUT = 5.0  # one probe of the API server (GET /version) may take this long
+API_PROBE_INTERVAL = 5.0  # seconds between probes while a watch runs
+API_GONE_AFTER = 15.0  # probes failing for this long: the cluster is gone (ClusterGone)
+CLEANUP_SECONDS = 30.0  # one clean-up action may take this long
 
 T = TypeVar("T")
 
@@ -52,11 +52,11 @@ T = TypeVar("T")
 class ExitStatus(IntEnum):
     """Exit codes of `python -m harness reproduce`, for CI."""
 
-    OK = 0                      # every expectation met: incident reproduced (and fix verified)
-    EXPECTATION_FAILED = 1      # a symptom did not show, or the fix did not hold
-    BAD_INPUT = 2               # the scenario file or the command line is wrong
-    ENVIRONMENT = 3             # Docker, kind or the cluster failed or vanished
-    MASKED_BY_EMULATION = 4     # the foreign image RAN under emulation: not reproducible on this host
+    OK = 0  # every expectation met: incident reproduced (and fix verified)
+    EXPECTATION_FAILED = 1  # a symptom did not show, or the fix did not hold
+    BAD_INPUT = 2  # the scenario file or the command line is wrong
+    ENVIRONMENT = 3  # Docker, kind or the cluster failed or vanished
+    MASKED_BY_EMULATION = 4  # the foreign image RAN under emulation: not reproducible on this host
     INTERRUPTED = 130
 
 
@@ -135,24 +135,30 @@ class _Run:
         with self.step("cluster"):
             if self.cluster is None:
                 self.cluster = KindCluster(
-                    name=self.o.cluster_name or KindCluster().name, node_image=self.o.node_image or self.s.node_image,
-                    kind_bin=self.o.kind_bin, workers=self.s.workers,
+                    name=self.o.cluster_name or KindCluster().name,
+                    node_image=self.o.node_image or self.s.node_image,
+                    kind_bin=self.o.kind_bin,
+                    workers=self.s.workers,
                 )
                 self.cluster.create()
                 if not self.cluster.reused and not self.o.keep_cluster:
                     self.cleanups.append(("delete cluster", self.cluster.delete))
             self.cluster.guard()
             nodes = self.cluster.core.list_node().items
-            self.node_platform = platforms.node_platform(self.cluster.core.api_client.sanitize_for_serialization(nodes[0]))
+            self.node_platform = platforms.node_platform(
+                self.cluster.core.api_client.sanitize_for_serialization(nodes[0])
+            )
             self.emulation = platforms.read_binfmt()
-            self.facts.update({
-                "cluster": f"{self.cluster.name} ({'reused' if self.cluster.reused else 'created'})",
-                "node image": self.cluster.node_image or "(existing cluster)",
-                "node platform": str(self.node_platform),
-                "host platform": str(platforms.host_platform()),
-                "emulation": self.emulation.describe(),
-                "kubeconfig": str(self.cluster.kubeconfig),
-            })
+            self.facts.update(
+                {
+                    "cluster": f"{self.cluster.name} ({'reused' if self.cluster.reused else 'created'})",
+                    "node image": self.cluster.node_image or "(existing cluster)",
+                    "node platform": str(self.node_platform),
+                    "host platform": str(platforms.host_platform()),
+                    "emulation": self.emulation.describe(),
+                    "kubeconfig": str(self.cluster.kubeconfig),
+                }
+            )
 
     def resolve_platform(self, word: str) -> Platform:
         assert self.node_platform is not None
@@ -194,8 +200,12 @@ class _Run:
         context = images.stage_service_context() if spec.prepare == "service" else spec.context
         args = {k: self._fill(v, platform) for k, v in spec.build_args.items()}
         return images.build_image(
-            context, platform, dockerfile=spec.dockerfile, build_args=args,
-            repository=f"incident-harness/{spec.name}", builder=images.Builder(spec.builder),
+            context,
+            platform,
+            dockerfile=spec.dockerfile,
+            build_args=args,
+            repository=f"incident-harness/{spec.name}",
+            builder=images.Builder(spec.builder),
         )
 
     def _fill(self, value: str, platform: Platform) -> str:
@@ -213,15 +223,23 @@ class _Run:
         init_image = self.build_and_load(w.init_image) if w.init_image else None
         with self.step("apply workload"):
             self.cluster.guard()
+            core = self.cluster.core
             with _interrupts_deferred():  # a namespace created must be registered for clean-up
-                self.namespace = workload.create_namespace(self.cluster.core, self.s.name)
+                self.namespace = workload.create_namespace(core, self.s.name)
                 self.facts["namespace"] = self.namespace
                 if not self.o.keep_namespace:
-                    self.cleanups.append((f"delete namespace {self.namespace}",
-                                          lambda: workload.delete_namespace(self.cluster.core, self.namespace)))  # type: ignore[union-attr]
+                    namespace = self.namespace
+                    self.cleanups.append(
+                        (f"delete namespace {namespace}", lambda: workload.delete_namespace(core, namespace))
+                    )
             docs = workload.render(
-                workload.load_manifests(w.manifests), namespace=self.namespace, image=image,
-                container=w.container, pull_policy=w.pull_policy, init_image=init_image, patches=w.patch,
+                workload.load_manifests(w.manifests),
+                namespace=self.namespace,
+                image=image,
+                container=w.container,
+                pull_policy=w.pull_policy,
+                init_image=init_image,
+                patches=w.patch,
             )
             self.work = workload.apply(self.cluster.api_client(), docs, w.deployment)
             self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
@@ -236,7 +254,10 @@ class _Run:
             if spec is None or spec.platforms:  # a multi-platform index: the node picks its own
                 continue
             platform = self.resolve_platform(spec.platform)
-            if platforms.expected_outcome(platform, self.node_platform, self.emulation) is platforms.Expectation.EMULATED:
+            if (
+                platforms.expected_outcome(platform, self.node_platform, self.emulation)
+                is platforms.Expectation.EMULATED
+            ):
                 return platform
         return None
 
@@ -254,11 +275,18 @@ class _Run:
             wanted = Outcome.RAN_EMULATED
         with self.step(f"watch: expect {wanted.label}"), self.supervised("watching the workload") as gate:
             cluster, work = self.cluster, self.work
-            verdict = gate.run(lambda: outcomes.watch_workload(
-                cluster.core, self.namespace, work.selector, expect=wanted,
-                timeout=expect.timeout, on_evidence=gate.evidence(self.o.on_evidence), emulated=emulated,
-                min_restarts=_min_restarts(expect),
-            ))
+            verdict = gate.run(
+                lambda: outcomes.watch_workload(
+                    cluster.core,
+                    self.namespace,
+                    work.selector,
+                    expect=wanted,
+                    timeout=expect.timeout,
+                    on_evidence=gate.evidence(self.o.on_evidence),
+                    emulated=emulated,
+                    min_restarts=_min_restarts(expect),
+                )
+            )
         if not emulated and verdict.outcome in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
             # A foreign image that ran: a handler may have been registered while we watched.
             self.emulation = platforms.read_binfmt()
@@ -284,8 +312,14 @@ class _Run:
                 ref = self.build_and_load(step.value)
                 with self.step(f"fix: set image {step.value}"):
                     _need(deployment, "setImage")
-                    workload.set_image(self.cluster.apps, self.namespace, deployment, ref,  # type: ignore[arg-type]
-                                       container=self.s.workload.container, pull_policy=self.s.workload.pull_policy)
+                    workload.set_image(
+                        self.cluster.apps,
+                        self.namespace,
+                        deployment,  # type: ignore[arg-type]
+                        ref,
+                        container=self.s.workload.container,
+                        pull_policy=self.s.workload.pull_policy,
+                    )
             elif step.kind == "rolloutRestart":
                 with self.step("fix: rollout restart"):
                     _need(deployment, "rolloutRestart")
@@ -298,15 +332,28 @@ class _Run:
         cluster, work = self.cluster, self.work
         with self.step(f"watch fix: expect {fe.outcome.label}"), self.supervised("watching the fix") as gate:
             if fe.deployment_available and deployment:
-                verdict = gate.run(lambda: outcomes.wait_deployment_available(
-                    cluster.apps, cluster.core, self.namespace, deployment, fe.timeout,
-                    on_evidence=gate.evidence(self.o.on_evidence),
-                ))
+                verdict = gate.run(
+                    lambda: outcomes.wait_deployment_available(
+                        cluster.apps,
+                        cluster.core,
+                        self.namespace,
+                        deployment,
+                        fe.timeout,
+                        on_evidence=gate.evidence(self.o.on_evidence),
+                    )
+                )
             else:
-                verdict = gate.run(lambda: outcomes.watch_workload(
-                    cluster.core, self.namespace, work.selector, expect=fe.outcome, timeout=fe.timeout,
-                    on_evidence=gate.evidence(self.o.on_evidence), pod_filter=outcomes.created_after(fix_started),
-                ))
+                verdict = gate.run(
+                    lambda: outcomes.watch_workload(
+                        cluster.core,
+                        self.namespace,
+                        work.selector,
+                        expect=fe.outcome,
+                        timeout=fe.timeout,
+                        on_evidence=gate.evidence(self.o.on_evidence),
+                        pod_filter=outcomes.created_after(fix_started),
+                    )
+                )
         judged = VerdictReport.judge("fix", fe.outcome, verdict)
         self.verdicts.append(judged)
         fix_checks = [_check(s, verdict) for s in fe.symptoms]
@@ -330,7 +377,14 @@ class _Run:
                 "describe-pods.txt": ["describe", "pods"],
                 "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
                 "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
-                "logs-previous.txt": ["logs", "--all-containers", "--previous", "--prefix", "-l", self.work.selector if self.work else ""],
+                "logs-previous.txt": [
+                    "logs",
+                    "--all-containers",
+                    "--previous",
+                    "--prefix",
+                    "-l",
+                    self.work.selector if self.work else "",
+                ],
                 "logs.txt": ["logs", "--all-containers", "--prefix", "-l", self.work.selector if self.work else ""],
             }.items():
                 result = tools.run([*kubectl, "-n", self.namespace, *args], check=False, timeout=60)
@@ -349,8 +403,10 @@ class _Run:
             except Exception as exc:  # noqa: BLE001 - clean-up must go on
                 self.o.say(f"    clean-up '{what}' failed: {_first_line(exc)}")
                 if what.startswith("delete namespace") and self.cluster is not None:
-                    self.o.say(f"    remove it later: {tools.kubectl_binary()} --kubeconfig {self.cluster.kubeconfig} "
-                               f"delete namespace {self.namespace}")
+                    self.o.say(
+                        f"    remove it later: {tools.kubectl_binary()} --kubeconfig {self.cluster.kubeconfig} "
+                        f"delete namespace {self.namespace}"
+                    )
         self.cleanups.clear()
 
     @contextmanager
@@ -365,15 +421,20 @@ class _Run:
 
     def report(self, status: ExitStatus, error: str | None) -> RunReport:
         return RunReport(
-            scenario=self.s.name, started=self.started, finished=datetime.now(UTC),
+            scenario=self.s.name,
+            started=self.started,
+            finished=datetime.now(UTC),
             host_platform=str(platforms.host_platform()),
             node_platform=str(self.node_platform) if self.node_platform else "",
             exit_status=int(status),
             emulation=self.facts.get("emulation verdict"),
-            steps=tuple(self.steps), verdicts=tuple(self.verdicts),
+            steps=tuple(self.steps),
+            verdicts=tuple(self.verdicts),
             symptoms_reproduced=sum(c.seen for c in self.symptoms),
             symptoms_total=len(self.symptoms) if not self.masked else len(self.s.expect.symptoms),
-            fix_verified=self.fix_verified, error=error, facts=dict(self.facts),
+            fix_verified=self.fix_verified,
+            error=error,
+            facts=dict(self.facts),
             artifacts=tuple(self.artifacts),
         )
 
@@ -477,8 +538,10 @@ def _bounded(action: Callable[[], object], seconds: float, what: str) -> None:
 
     threading.Thread(target=work, name=f"harness: {what}", daemon=True).start()
     if not done.wait(seconds):
-        raise HarnessError(f"{what} did not finish within {seconds:.0f} s (is the cluster answering?)",
-                           "check the cluster, then remove what is left by hand")
+        raise HarnessError(
+            f"{what} did not finish within {seconds:.0f} s (is the cluster answering?)",
+            "check the cluster, then remove what is left by hand",
+        )
     if errors:
         raise errors[0]
 
@@ -489,8 +552,10 @@ def _interrupts_deferred() -> Iterator[None]:
 
     Only in the main thread, and only where Python's default SIGINT handler is installed.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     pending: list[int] = []
@@ -555,7 +620,11 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
         run.run_fix()
         if run.masked:
             status = ExitStatus.MASKED_BY_EMULATION
-        elif not all(v.passed for v in run.verdicts) or not all(c.seen for c in run.symptoms) or run.fix_verified is False:
+        elif (
+            not all(v.passed for v in run.verdicts)
+            or not all(c.seen for c in run.symptoms)
+            or run.fix_verified is False
+        ):
             status = ExitStatus.EXPECTATION_FAILED
     except KeyboardInterrupt:
         status, error = ExitStatus.INTERRUPTED, "interrupted"

@@ -33,17 +33,17 @@ OUTCOME_NAMES: dict[str, Outcome] = {
     "Timeout": Outcome.TIMEOUT,
 }
 SYMPTOMS = {
-    "waitingReason": str,         # a container was seen Waiting with this reason
-    "terminatedReason": str,      # a container was seen Terminated with this reason (Error)
-    "restartsAtLeast": int,       # restart count reached this
-    "neverReady": bool,           # no pod of the workload was ever Ready
-    "previousLogContains": str,   # the previous container's log has this text
-    "eventContains": str,         # an event of the namespace has this text
+    "waitingReason": str,  # a container was seen Waiting with this reason
+    "terminatedReason": str,  # a container was seen Terminated with this reason (Error)
+    "restartsAtLeast": int,  # restart count reached this
+    "neverReady": bool,  # no pod of the workload was ever Ready
+    "previousLogContains": str,  # the previous container's log has this text
+    "eventContains": str,  # an event of the namespace has this text
 }
 STEPS = {
-    "setImage": str,              # an image name from `images`: becomes the workload's image
-    "rolloutRestart": bool,       # kubectl rollout restart
-    "rollback": bool,             # kubectl rollout undo
+    "setImage": str,  # an image name from `images`: becomes the workload's image
+    "rolloutRestart": bool,  # kubectl rollout restart
+    "rollback": bool,  # kubectl rollout undo
 }
 PLATFORM_WORDS = {"native", "foreign"}
 PREPARERS = {"", "service"}
@@ -126,8 +126,10 @@ class _Reader:
 
     def fail(self, key: str, expected: str) -> None:
         field_name = f"{self.where}.{key}" if self.where and key else (key or self.where or "(top level)")
-        raise ScenarioError(f"{self.path}: field '{field_name}': expected {expected}",
-                            "fix the scenario file (schema: scenarios/README.md)")
+        raise ScenarioError(
+            f"{self.path}: field '{field_name}': expected {expected}",
+            "fix the scenario file (schema: scenarios/README.md)",
+        )
 
     def get(self, key: str, kind: type, default: Any = ..., expected: str = "") -> Any:
         if key not in self.data:
@@ -231,8 +233,14 @@ def parse(path: Path, data: Any) -> Scenario:
         if prepare not in PREPARERS:
             ir.fail("prepare", f"one of {sorted(PREPARERS)}")
         images[image_name] = ImageSpec(
-            image_name, context, root / dockerfile if dockerfile else None, platform, platforms,
-            {k: str(v) for k, v in build_args.items()}, builder, prepare,
+            image_name,
+            context,
+            root / dockerfile if dockerfile else None,
+            platform,
+            platforms,
+            {k: str(v) for k, v in build_args.items()},
+            builder,
+            prepare,
         )
 
     wr = r.sub("workload")
@@ -252,8 +260,13 @@ def parse(path: Path, data: Any) -> Scenario:
     if pull_policy not in {"IfNotPresent", "Never"}:
         wr.fail("pullPolicy", "IfNotPresent or Never (images are loaded into the nodes, not pulled)")
     workload = WorkloadSpec(
-        tuple(manifests), image, wr.get("deployment", str, None), wr.get("container", str, None),
-        init_image, pull_policy, wr.get("patch", dict, {}),
+        tuple(manifests),
+        image,
+        wr.get("deployment", str, None),
+        wr.get("container", str, None),
+        init_image,
+        pull_policy,
+        wr.get("patch", dict, {}),
     )
 
     expect = _expectation(r.sub("expect"))
@@ -277,9 +290,17 @@ def parse(path: Path, data: Any) -> Scenario:
         fix_expect = _expectation(fr.sub("expect"))
 
     return Scenario(
-        path=path, name=name, title=r.get("title", str), incident=r.get("incident", str, ""),
-        node_image=None if node_image == "auto" else node_image, workers=workers, images=images,
-        workload=workload, expect=expect, fix_steps=tuple(steps), fix_expect=fix_expect,
+        path=path,
+        name=name,
+        title=r.get("title", str),
+        incident=r.get("incident", str, ""),
+        node_image=None if node_image == "auto" else node_image,
+        workers=workers,
+        images=images,
+        workload=workload,
+        expect=expect,
+        fix_steps=tuple(steps),
+        fix_expect=fix_expect,
     )
 
 
@@ -291,7 +312,9 @@ def load(path: Path | str) -> Scenario:
         if candidate.is_file():
             p = candidate
         else:
-            raise ScenarioError(f"no scenario file {p}", f"list them with 'python -m harness list' (they live in {SCENARIO_DIR.name}/)")
+            raise ScenarioError(
+                f"no scenario file {p}", f"list them with 'python -m harness list' (they live in {SCENARIO_DIR.name}/)"
+            )
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:

@@ -39,7 +39,9 @@ def load_manifests(paths: Iterable[Path]) -> list[dict[str, Any]]:
         try:
             loaded = list(yaml.safe_load_all(path.read_text()))
         except OSError as exc:
-            raise HarnessError(f"cannot read manifest {path}: {exc.strerror}", "check the path in the scenario") from exc
+            raise HarnessError(
+                f"cannot read manifest {path}: {exc.strerror}", "check the path in the scenario"
+            ) from exc
         except yaml.YAMLError as exc:
             raise HarnessError(f"manifest {path} is not valid YAML: {exc}", "fix the file") from exc
         for index, doc in enumerate(loaded):
@@ -172,8 +174,15 @@ def delete_namespace(core: k8s.CoreV1Api, name: str) -> None:
             raise
 
 
-def set_image(apps: k8s.AppsV1Api, namespace: str, deployment: str, image: str, *,
-              container: str | None = None, pull_policy: str | None = None) -> None:
+def set_image(
+    apps: k8s.AppsV1Api,
+    namespace: str,
+    deployment: str,
+    image: str,
+    *,
+    container: str | None = None,
+    pull_policy: str | None = None,
+) -> None:
     dep: Any = apps.read_namespaced_deployment(deployment, namespace)
     containers = []
     for c in dep.spec.template.spec.containers:
@@ -182,7 +191,9 @@ def set_image(apps: k8s.AppsV1Api, namespace: str, deployment: str, image: str, 
             if pull_policy:
                 entry["imagePullPolicy"] = pull_policy
             containers.append(entry)
-    apps.patch_namespaced_deployment(deployment, namespace, {"spec": {"template": {"spec": {"containers": containers}}}})
+    apps.patch_namespaced_deployment(
+        deployment, namespace, {"spec": {"template": {"spec": {"containers": containers}}}}
+    )
 
 
 def rollout_restart(apps: k8s.AppsV1Api, namespace: str, deployment: str) -> None:
@@ -198,8 +209,7 @@ def rollback(apps: k8s.AppsV1Api, namespace: str, deployment: str) -> int:
     current = int((dep.metadata.annotations or {}).get("deployment.kubernetes.io/revision", "0"))
     replica_sets: list[Any] = apps.list_namespaced_replica_set(namespace).items
     owned = [
-        rs for rs in replica_sets
-        if any(ref.uid == dep.metadata.uid for ref in rs.metadata.owner_references or [])
+        rs for rs in replica_sets if any(ref.uid == dep.metadata.uid for ref in rs.metadata.owner_references or [])
     ]
     revisions = sorted(
         ((int((rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision", "0")), rs) for rs in owned),
@@ -207,9 +217,13 @@ def rollback(apps: k8s.AppsV1Api, namespace: str, deployment: str) -> int:
     )
     previous = [(rev, rs) for rev, rs in revisions if rev < current]
     if not previous:
-        raise HarnessError(f"deployment {deployment} has no earlier revision to roll back to", "roll out a second version first")
+        raise HarnessError(
+            f"deployment {deployment} has no earlier revision to roll back to", "roll out a second version first"
+        )
     revision, rs = previous[-1]
     template = apps.api_client.sanitize_for_serialization(rs.spec.template)
     template.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
-    apps.patch_namespaced_deployment(deployment, namespace, [{"op": "replace", "path": "/spec/template", "value": template}])
+    apps.patch_namespaced_deployment(
+        deployment, namespace, [{"op": "replace", "path": "/spec/template", "value": template}]
+    )
     return revision

@@ -33,8 +33,13 @@ from hermetic import oci, rootfs, stages
 HERE = Path(__file__).resolve().parent
 NODE_FILES = HERE / "node"
 K8S_COMMANDS = [
-    "kubelet", "kubeadm", "kubectl", "kube-apiserver",
-    "kube-controller-manager", "kube-scheduler", "kube-proxy",
+    "kubelet",
+    "kubeadm",
+    "kubectl",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
 ]
 IMAGE_REPO = "incident-harness/node"
 LABEL = "io.incident-harness.managed"
@@ -79,7 +84,9 @@ def go_build(
     stages.run(
         stage,
         ["go", "build", "-v", "-trimpath", "-ldflags", ldflags, "-o", str(bindir) + "/", *packages],
-        cwd=src, env=env, describe=_describe_go,
+        cwd=src,
+        env=env,
+        describe=_describe_go,
     )
     return bindir
 
@@ -87,11 +94,18 @@ def go_build(
 def _module_gomod(path: str, version: str) -> Path:
     result = subprocess.run(
         ["go", "mod", "download", "-json", f"{path}@{version}"],
-        capture_output=True, text=True, env={**os.environ, **_go_env()}, check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_go_env()},
+        check=False,
     )
     if result.returncode != 0:
-        raise stages.StageFailed("go-kubernetes", ["go", "mod", "download", f"{path}@{version}"],
-                                 result.returncode, (result.stdout + result.stderr).splitlines())
+        raise stages.StageFailed(
+            "go-kubernetes",
+            ["go", "mod", "download", f"{path}@{version}"],
+            result.returncode,
+            (result.stdout + result.stderr).splitlines(),
+        )
     return Path(json.loads(result.stdout)["GoMod"])
 
 
@@ -106,10 +120,15 @@ def build_kubernetes(pins: dict[str, str]) -> Path:
         staged = re.findall(r"^\s*(k8s\.io/[\w.-]+) => \./staging", gomod.read_text(), re.M)
         stamp = []
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-            stamp += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor={major}",
-                      f"-X {pkg}.gitMinor={minor}", f"-X {pkg}.gitTreeState=clean"]
+            stamp += [
+                f"-X {pkg}.gitVersion={version}",
+                f"-X {pkg}.gitMajor={major}",
+                f"-X {pkg}.gitMinor={minor}",
+                f"-X {pkg}.gitTreeState=clean",
+            ]
         go_build(
-            "go-kubernetes", out,
+            "go-kubernetes",
+            out,
             roots={"k8s.io/kubernetes": version},
             packages=[f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS],
             ldflags=" ".join(["-s", "-w", *stamp]),
@@ -126,7 +145,8 @@ def build_etcd(pins: dict[str, str]) -> Path:
 
     def build(out: Path) -> None:
         bindir = go_build(
-            "go-etcd", out,
+            "go-etcd",
+            out,
             roots={"go.etcd.io/etcd/server/v3": version, "go.etcd.io/etcd/etcdctl/v3": version},
             packages=["go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/etcdctl/v3"],
         )
@@ -140,8 +160,9 @@ def build_coredns(pins: dict[str, str]) -> Path:
     version = pins["COREDNS_VERSION"]
 
     def build(out: Path) -> None:
-        go_build("go-coredns", out, roots={"github.com/coredns/coredns": version},
-                 packages=["github.com/coredns/coredns"])
+        go_build(
+            "go-coredns", out, roots={"github.com/coredns/coredns": version}, packages=["github.com/coredns/coredns"]
+        )
 
     key = stages.content_key(version, go_build, build_coredns, _go_version())
     return stages.cached("go-coredns", key, build) / "bin"
@@ -151,9 +172,13 @@ def build_crictl(pins: dict[str, str]) -> Path:
     version = pins["CRICTL_VERSION"]
 
     def build(out: Path) -> None:
-        go_build("go-crictl", out, roots={"sigs.k8s.io/cri-tools": version},
-                 packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
-                 ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={version.lstrip('v')}")
+        go_build(
+            "go-crictl",
+            out,
+            roots={"sigs.k8s.io/cri-tools": version},
+            packages=["sigs.k8s.io/cri-tools/cmd/crictl"],
+            ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={version.lstrip('v')}",
+        )
 
     key = stages.content_key(version, go_build, build_crictl, _go_version())
     return stages.cached("go-crictl", key, build) / "bin"
@@ -161,10 +186,15 @@ def build_crictl(pins: dict[str, str]) -> Path:
 
 def build_local_go(stage: str, source: Path, name: str) -> Path:
     """A Go program of this repository (no dependencies), built statically."""
+
     def build(out: Path) -> None:
         (out / "bin").mkdir()
-        stages.run(stage, ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "bin" / name), "."],
-                   cwd=source, env={"CGO_ENABLED": "0", "GOTOOLCHAIN": "local"})
+        stages.run(
+            stage,
+            ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "bin" / name), "."],
+            cwd=source,
+            env={"CGO_ENABLED": "0", "GOTOOLCHAIN": "local"},
+        )
 
     key = stages.content_key(name, build_local_go, _go_version(), files=[source])
     return stages.cached(stage, key, build) / "bin" / name
@@ -188,7 +218,9 @@ _GO_VERSION: list[str] = []
 def _go_version() -> str:
     if not _GO_VERSION:
         found = shutil.which("go")
-        _GO_VERSION.append(subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip() if found else "")
+        _GO_VERSION.append(
+            subprocess.run(["go", "version"], capture_output=True, text=True).stdout.strip() if found else ""
+        )
     return _GO_VERSION[0]
 
 
@@ -222,21 +254,45 @@ def component_images(pins: dict[str, str], parts: dict[str, Path]) -> tuple[Path
             oci.Image(names[c], [base, bin_layer(c, {f"usr/local/bin/{c}": kbin / c})])
             for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
         ]
-        images.append(oci.Image(names["etcd"], [base, bin_layer("etcd", {
-            "usr/local/bin/etcd": parts["etcd"] / "etcd", "usr/local/bin/etcdctl": parts["etcd"] / "etcdctl"})]))
-        images.append(oci.Image(names["coredns"], [base, bin_layer("coredns", {"coredns": parts["coredns"] / "coredns"})],
-                                entrypoint=["/coredns"]))
+        images.append(
+            oci.Image(
+                names["etcd"],
+                [
+                    base,
+                    bin_layer(
+                        "etcd",
+                        {
+                            "usr/local/bin/etcd": parts["etcd"] / "etcd",
+                            "usr/local/bin/etcdctl": parts["etcd"] / "etcdctl",
+                        },
+                    ),
+                ],
+            )
+        )
+        images.append(
+            oci.Image(
+                names["coredns"],
+                [base, bin_layer("coredns", {"coredns": parts["coredns"] / "coredns"})],
+                entrypoint=["/coredns"],
+            )
+        )
         images.append(oci.Image(names["pause"], [bin_layer("pause", {"pause": parts["pause"]})], entrypoint=["/pause"]))
-        images.append(oci.Image(names["cni-agent"], [base, bin_layer("cni-agent", {"usr/local/bin/cni-agent": parts["cni-agent"]})],
-                                entrypoint=["/usr/local/bin/cni-agent"]))
+        images.append(
+            oci.Image(
+                names["cni-agent"],
+                [base, bin_layer("cni-agent", {"usr/local/bin/cni-agent": parts["cni-agent"]})],
+                entrypoint=["/usr/local/bin/cni-agent"],
+            )
+        )
         stages.PROGRESS.say("component-images", f"writing {len(images)} images")
         oci.write_layout(out / "images.tar", work, images)
         shutil.rmtree(work)
         shutil.rmtree(layers)
         (out / "names.json").write_text(json.dumps(sorted(names.values())))
 
-    key = stages.content_key(names, component_images, oci.write_layout, oci.files_layer,
-                             *[_stage_id(p) for p in parts.values()])
+    key = stages.content_key(
+        names, component_images, oci.write_layout, oci.files_layer, *[_stage_id(p) for p in parts.values()]
+    )
     out = stages.cached("component-images", key, build)
     return out / "images.tar", json.loads((out / "names.json").read_text())
 
@@ -306,8 +362,9 @@ ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
 def _docker(*args: str, check: bool = True, stage: str = "node-image") -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
-        raise stages.StageFailed(stage, ["docker", *args], result.returncode,
-                                 (result.stdout + result.stderr).splitlines())
+        raise stages.StageFailed(
+            stage, ["docker", *args], result.returncode, (result.stdout + result.stderr).splitlines()
+        )
     return result
 
 
@@ -317,8 +374,12 @@ def image_exists(ref: str) -> bool:
 
 def node_image(pins: dict[str, str], parts: dict[str, Path], images_tar: Path, names: list[str]) -> str:
     key = stages.content_key(
-        DOCKERFILE, node_image, render_node_files, *[_stage_id(p) for p in parts.values()],
-        _stage_id(images_tar), files=[NODE_FILES / "rootfs", NODE_FILES / "manifests"],
+        DOCKERFILE,
+        node_image,
+        render_node_files,
+        *[_stage_id(p) for p in parts.values()],
+        _stage_id(images_tar),
+        files=[NODE_FILES / "rootfs", NODE_FILES / "manifests"],
     )
     ref = f"{IMAGE_REPO}:{pins['K8S_VERSION']}-{key[:12]}"
     if image_exists(ref):
@@ -337,30 +398,75 @@ def node_image(pins: dict[str, str], parts: dict[str, Path], images_tar: Path, n
         shutil.copy2(parts["crictl"] / "crictl", ctx / "bin" / "crictl")
         (ctx / "Dockerfile").write_text(DOCKERFILE.format(base=base))
         staged = f"incident-harness/node-staging:{key[:12]}"
-        stages.run("node-image", ["docker", "build", "--label", f"{LABEL}=true", "-t", staged, str(ctx)],
-                   env={"DOCKER_BUILDKIT": "0"}, describe=lambda line: line if line.startswith("Step ") else None)
+        stages.run(
+            "node-image",
+            ["docker", "build", "--label", f"{LABEL}=true", "-t", staged, str(ctx)],
+            env={"DOCKER_BUILDKIT": "0"},
+            describe=lambda line: line if line.startswith("Step ") else None,
+        )
     container = f"incident-harness-node-build-{key[:12]}"
     _docker("rm", "-f", container, check=False)
     try:
         # containerd runs in a privileged container of the staged image, imports every
         # image (not unpacked: the CRI unpacks on first use), and the result is committed.
-        _docker("run", "-d", "--name", container, "--privileged", "--tmpfs", "/run", "--tmpfs", "/tmp",
-                "--label", f"{LABEL}=true", "-v", f"{images_tar}:/kind/images.tar:ro",
-                "--entrypoint", "/usr/bin/containerd", staged)
+        _docker(
+            "run",
+            "-d",
+            "--name",
+            container,
+            "--privileged",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/tmp",
+            "--label",
+            f"{LABEL}=true",
+            "-v",
+            f"{images_tar}:/kind/images.tar:ro",
+            "--entrypoint",
+            "/usr/bin/containerd",
+            staged,
+        )
         _wait_containerd(container)
-        stages.run("node-image", ["docker", "exec", container, "ctr", "--namespace=k8s.io", "images", "import",
-                                  "--all-platforms", "--no-unpack", "/kind/images.tar"])
+        stages.run(
+            "node-image",
+            [
+                "docker",
+                "exec",
+                container,
+                "ctr",
+                "--namespace=k8s.io",
+                "images",
+                "import",
+                "--all-platforms",
+                "--no-unpack",
+                "/kind/images.tar",
+            ],
+        )
         listed = _docker("exec", container, "ctr", "--namespace=k8s.io", "images", "ls", "-q").stdout.split()
         missing = sorted(set(names) - set(listed))
         if missing:
             raise stages.StageFailed("node-image", ["ctr", "images", "ls"], 1, [f"missing after import: {missing}"])
         _docker("stop", "--time", "30", container)
-        image_id = _docker("commit", "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
-                           "--change", "CMD []", "--change", f"LABEL {LABEL}=true",
-                           "--change", f"LABEL io.incident-harness.node-key={key}", container).stdout.strip()
+        image_id = _docker(
+            "commit",
+            "--change",
+            'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
+            "--change",
+            "CMD []",
+            "--change",
+            f"LABEL {LABEL}=true",
+            "--change",
+            f"LABEL io.incident-harness.node-key={key}",
+            container,
+        ).stdout.strip()
     finally:
         _docker("rm", "-f", container, check=False)
     _docker("tag", image_id, ref)  # the tag is the completeness marker: applied last
+    listed = _docker("images", IMAGE_REPO, "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    for old in listed:  # node images of earlier recipes; one a cluster still uses stays (rmi refuses)
+        if old != ref and not old.endswith(f":{pins['K8S_VERSION']}"):
+            _docker("rmi", old, check=False)
     _docker("rmi", staged, check=False)
     stages.PROGRESS.say("node-image", f"built {ref}")
     return ref
@@ -371,8 +477,12 @@ def _wait_containerd(container: str, seconds: int = 60) -> None:
     result = _docker("exec", container, "ctr", f"--connect-timeout={seconds}s", "version", check=False)
     if result.returncode != 0:
         logs = _docker("logs", container, check=False)
-        raise stages.StageFailed("node-image", ["ctr", "version"], result.returncode,
-                                 [*(logs.stdout + logs.stderr).splitlines(), "containerd did not start"])
+        raise stages.StageFailed(
+            "node-image",
+            ["ctr", "version"],
+            result.returncode,
+            [*(logs.stdout + logs.stderr).splitlines(), "containerd did not start"],
+        )
 
 
 def build_all() -> str:
@@ -418,10 +528,14 @@ def _registry_image_available() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m hermetic.node_image", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--if-needed", action="store_true",
-                        help="build only when HARNESS_NODE_IMAGE is unset and kindest/node cannot be had")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m hermetic.node_image", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--if-needed",
+        action="store_true",
+        help="build only when HARNESS_NODE_IMAGE is unset and kindest/node cannot be had",
+    )
     args = parser.parse_args(argv)
     if args.if_needed and (reason := _registry_image_available()):
         print(f"node image: {reason}; nothing to build")

@@ -35,7 +35,9 @@ class Image:
     layers: list[Blob]
     entrypoint: list[str] | None = None
     cmd: list[str] | None = None
-    env: list[str] = field(default_factory=lambda: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    env: list[str] = field(
+        default_factory=lambda: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    )
     architecture: str = "amd64"
 
 
@@ -114,9 +116,7 @@ def write_layout(dest_tar: Path, work: Path, images: list[Image]) -> Path:
             "architecture": image.architecture,
             "os": "linux",
             "config": {
-                k: v
-                for k, v in {"Env": image.env, "Entrypoint": image.entrypoint, "Cmd": image.cmd}.items()
-                if v
+                k: v for k, v in {"Env": image.env, "Entrypoint": image.entrypoint, "Cmd": image.cmd}.items() if v
             },
             "rootfs": {"type": "layers", "diff_ids": [_diff_id(layer) for layer in image.layers]},
             "history": [{"created_by": "incident-harness hermetic/oci.py"} for _ in image.layers],

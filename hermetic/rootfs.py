@@ -10,9 +10,28 @@ from hermetic import stages
 # The node: systemd as PID 1, containerd + runc for pods, CNI plugins, and the tools
 # kubeadm, the kubelet and kind call inside a node.
 NODE_PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "containerd", "runc", "containernetworking-plugins",
-    "iptables", "iproute2", "ethtool", "socat", "conntrack", "ebtables", "kmod", "mount",
-    "util-linux", "procps", "ca-certificates", "libseccomp2", "bash", "less", "tar", "gzip",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "iproute2",
+    "ethtool",
+    "socat",
+    "conntrack",
+    "ebtables",
+    "kmod",
+    "mount",
+    "util-linux",
+    "procps",
+    "ca-certificates",
+    "libseccomp2",
+    "bash",
+    "less",
+    "tar",
+    "gzip",
 ]
 
 # The base layer of the component images (kube-proxy needs iptables and conntrack there).
@@ -29,8 +48,13 @@ def debootstrap_tarball(stage: str, out: Path, packages: list[str], pins: dict[s
     stages.run(
         stage,
         [
-            "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-            f"--cache-dir={debs}", pins["DEBIAN_SUITE"], str(root), pins["DEBIAN_MIRROR"],
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(packages)}",
+            f"--cache-dir={debs}",
+            pins["DEBIAN_SUITE"],
+            str(root),
+            pins["DEBIAN_MIRROR"],
         ],
         describe=lambda line: line if line.startswith("I: ") else None,
     )

@@ -8,6 +8,7 @@ complete. Stdlib only: this runs before the project's Python dependencies are in
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -15,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -48,17 +50,16 @@ class StageFailed(Exception):
     def __init__(self, stage: str, cmd: Sequence[str], returncode: int, tail: Sequence[str]) -> None:
         self.stage, self.cmd, self.returncode, self.tail = stage, list(cmd), returncode, list(tail)
         lines = "\n    ".join(tail[-20:]) or "(no output)"
-        super().__init__(
-            f"stage '{stage}' failed: {' '.join(cmd)} exited {returncode}\n    {lines}"
-        )
+        super().__init__(f"stage '{stage}' failed: {' '.join(cmd)} exited {returncode}\n    {lines}")
 
 
 def content_key(*parts: object, files: Sequence[Path] = ()) -> str:
-    """A short hash of values, function sources and file contents (the stage's recipe)."""
+    """A short hash of values, functions (their syntax trees) and file contents: the stage's recipe."""
     h = hashlib.sha256()
     for part in parts:
         if callable(part):
-            h.update(inspect.getsource(part).encode())
+            # The function's syntax tree, not its text: formatting and comments do not count.
+            h.update(ast.dump(ast.parse(textwrap.dedent(inspect.getsource(part)))).encode())
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\0")
@@ -99,8 +100,14 @@ def run(
     """Run a command, keep its output, print a heartbeat with what it is doing; raise StageFailed."""
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.Popen(
-        list(cmd), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+        list(cmd),
+        cwd=cwd,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
     )
     lines: list[str] = []
     current: list[str] = [""]
@@ -167,6 +174,9 @@ def cached(stage: str, key: str, build: Callable[[Path], None]) -> Path:
             raise
         shutil.rmtree(partial, ignore_errors=True)  # a concurrent build finished first: same content
     PROGRESS.say(stage, f"done in {time.monotonic() - began:.1f}s")
+    for superseded in root.iterdir():  # outputs of earlier recipes: nothing refers to them any more
+        if superseded.is_dir() and superseded.name != key and not superseded.name.startswith("."):
+            shutil.rmtree(superseded, ignore_errors=True)
     return out
 
 

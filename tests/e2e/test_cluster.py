@@ -19,16 +19,31 @@ pytestmark = pytest.mark.e2e
 
 def httpd_deployment(name: str) -> list[dict[str, Any]]:
     probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
-    return [{
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {
-            "replicas": 1, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
-                "name": "httpd", "image": "set-by-test", "ports": [{"containerPort": 8080}],
-                "readinessProbe": probe, "livenessProbe": {**probe, "initialDelaySeconds": 2},
-            }]}},
-        },
-    }]
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "httpd",
+                                "image": "set-by-test",
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": probe,
+                                "livenessProbe": {**probe, "initialDelaySeconds": 2},
+                            }
+                        ]
+                    },
+                },
+            },
+        }
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +75,14 @@ def test_node_ready_and_system_pods_running(kind_cluster: KindCluster) -> None:
         assert ready == "True", f"node {node.metadata.name} is not Ready"
     pods = kind_cluster.core.list_namespaced_pod("kube-system").items
     names = sorted(p.metadata.name for p in pods)
-    for component in ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-", "coredns-", "kube-proxy-"):
+    for component in (
+        "etcd-",
+        "kube-apiserver-",
+        "kube-controller-manager-",
+        "kube-scheduler-",
+        "coredns-",
+        "kube-proxy-",
+    ):
         assert any(n.startswith(component) for n in names), f"no {component}* pod in kube-system: {names}"
     not_running = [f"{p.metadata.name}: {p.status.phase}" for p in pods if p.status.phase != "Running"]
     assert not not_running, not_running
@@ -75,8 +97,10 @@ def test_images_present_on_node_after_loading(kind_cluster: KindCluster, httpd_i
 
 
 def test_native_httpd_becomes_ready_and_answers(
-    kind_cluster: KindCluster, httpd_images: dict[str, str],
-    deploy: Callable[..., Workload], expect_outcome: Callable[..., Verdict],
+    kind_cluster: KindCluster,
+    httpd_images: dict[str, str],
+    deploy: Callable[..., Workload],
+    expect_outcome: Callable[..., Verdict],
 ) -> None:
     applied = deploy(httpd_deployment("httpd-native"), image=httpd_images["native"])
     verdict = expect_outcome(applied, Outcome.HEALTHY, timeout=90)
@@ -84,14 +108,17 @@ def test_native_httpd_becomes_ready_and_answers(
     pod = kind_cluster.core.list_namespaced_pod(applied.namespace, label_selector=applied.selector).items[0]
     node = pod.spec.node_name
     # Ask the pod over the pod network from its node (bash's /dev/tcp: no client in the node needed).
-    script = (f"exec 3<>/dev/tcp/{pod.status.pod_ip}/8080; printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3; "
-              "timeout 5 cat <&3")
+    script = (
+        f"exec 3<>/dev/tcp/{pod.status.pod_ip}/8080; printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
+    )
     answer = tools.run(["docker", "exec", node, "bash", "-c", script], timeout=30).stdout
     assert "200 OK" in answer and "ok" in answer, answer
 
 
 def test_foreign_httpd_crash_loops_with_exec_format_error(
-    httpd_images: dict[str, str], deploy: Callable[..., Workload], expect_outcome: Callable[..., Verdict],
+    httpd_images: dict[str, str],
+    deploy: Callable[..., Workload],
+    expect_outcome: Callable[..., Verdict],
 ) -> None:
     applied = deploy(httpd_deployment("httpd-foreign"), image=httpd_images["foreign"])
     verdict = expect_outcome(applied, Outcome.CRASH_LOOP, timeout=90)
