@@ -393,12 +393,15 @@ def render_checks(checks: Sequence[Check], *, title: str = "") -> str:
     return f"{table}\n{passed} passed, {failed} failed, {skipped} skipped"
 
 
-STEP_LINE = re.compile(r"^==> (\S+)")
+STEP_LINE = re.compile(r"^==> ([A-Za-z][A-Za-z-]*)")
 NAMESPACE_LINE = re.compile(r"^\s+namespace (\S+), watching ")
 
 
 def step_of(line: str) -> str | None:
-    """The first word of a runner step line ("==> build laptop-build for ..." -> "build"), else None."""
+    """The first word of a runner step line, else None.
+
+    "==> build laptop-build for ..." -> "build"; "==> watch: expect X" and "==> watch fix: ..." -> "watch".
+    """
     match = STEP_LINE.match(line)
     return match.group(1) if match else None
 

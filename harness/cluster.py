@@ -294,6 +294,31 @@ class KindCluster:
                 return True
         return False
 
+    def collect_evidence(self, namespace: str, selector: str, directory: Path) -> Path:
+        """Describe, events, objects and logs of a namespace, plus kind's node logs, into directory."""
+        directory.mkdir(parents=True, exist_ok=True)
+        kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.kubeconfig), "-n", namespace]
+        logs = ["logs", "--all-containers", "--prefix", "-l", selector or MANAGED_LABEL]
+        commands = (
+            {}
+            if not namespace
+            else {
+                "describe-pods.txt": ["describe", "pods"],
+                "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
+                "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
+                "logs-previous.txt": [*logs, "--previous"],
+                "logs.txt": logs,
+            }
+        )
+        for filename, args in commands.items():
+            result = tools.run([*kubectl, *args], check=False, timeout=60)
+            (directory / filename).write_text(result.stdout + result.stderr)
+        try:
+            self.export_logs(directory / "kind-logs")
+        except HarnessError as exc:
+            (directory / "kind-logs.error.txt").write_text(str(exc))
+        return directory
+
     def export_logs(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         tools.run([self.kind, "export", "logs", str(directory), "--name", self.name], timeout=600)

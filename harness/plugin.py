@@ -97,28 +97,7 @@ class _Namespace:
     def collect(self, artifacts_dir: str, test_name: str) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         directory = Path(artifacts_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', test_name)}-{stamp}"
-        directory.mkdir(parents=True, exist_ok=True)
-        kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.cluster.kubeconfig), "-n", self.name]
-        for filename, args in {
-            "describe-pods.txt": ["describe", "pods"],
-            "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
-            "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
-            "logs-previous.txt": [
-                "logs",
-                "--all-containers",
-                "--previous",
-                "--prefix",
-                "-l",
-                ",".join(self.selectors) or "app",
-            ],
-        }.items():
-            result = tools.run([*kubectl, *args], check=False, timeout=60)
-            (directory / filename).write_text(result.stdout + result.stderr)
-        try:
-            self.cluster.export_logs(directory / "kind-logs")
-        except HarnessError as exc:
-            (directory / "kind-logs.error.txt").write_text(str(exc))
-        return directory
+        return self.cluster.collect_evidence(self.name, ",".join(self.selectors), directory)
 
 
 @pytest.fixture

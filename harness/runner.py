@@ -367,32 +367,7 @@ class _Run:
             return
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         directory = self.o.artifacts_dir / f"{self.s.name}-{stamp}"
-        directory.mkdir(parents=True, exist_ok=True)
-        kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.cluster.kubeconfig)]
-        problem = api_problem(self.cluster.kubeconfig)
-        if problem is not None:
-            (directory / "api-unreachable.txt").write_text(f"the API server did not answer: {problem}\n")
-        elif self.namespace:
-            for filename, args in {
-                "describe-pods.txt": ["describe", "pods"],
-                "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
-                "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
-                "logs-previous.txt": [
-                    "logs",
-                    "--all-containers",
-                    "--previous",
-                    "--prefix",
-                    "-l",
-                    self.work.selector if self.work else "",
-                ],
-                "logs.txt": ["logs", "--all-containers", "--prefix", "-l", self.work.selector if self.work else ""],
-            }.items():
-                result = tools.run([*kubectl, "-n", self.namespace, *args], check=False, timeout=60)
-                (directory / filename).write_text(result.stdout + result.stderr)
-        try:
-            self.cluster.export_logs(directory / "kind-logs")
-        except HarnessError as exc:
-            (directory / "kind-logs.error.txt").write_text(str(exc))
+        self.cluster.collect_evidence(self.namespace, self.work.selector if self.work else "", directory)
         self.artifacts.append(str(directory))
         self.o.say(f"    evidence saved in {directory}")
 

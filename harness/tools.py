@@ -10,9 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.errors import EngineUnavailable, ToolError, ToolMissing
+from hermetic.stages import cache_root, read_versions
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VERSIONS_FILE = REPO_ROOT / "hermetic" / "versions.env"
 
 
 @dataclass(frozen=True)
@@ -72,22 +72,12 @@ def _text(data: str | bytes | None) -> str:
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
     """The pinned versions from hermetic/versions.env."""
-    pins: dict[str, str] = {}
-    for line in VERSIONS_FILE.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            pins[key.strip()] = value.strip()
-    return pins
+    return read_versions()
 
 
 def cache_dir() -> Path:
-    """Where built tools, node images' stages and reports' inputs are cached, outside the clone."""
-    explicit = os.environ.get("HARNESS_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "incident-harness"
+    """Where built tools, stages and contexts are cached, outside the clone ($HARNESS_CACHE)."""
+    return cache_root()
 
 
 def _cached_or_path(name: str, cached: Path) -> str | None:

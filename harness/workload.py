@@ -115,16 +115,23 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def selector_of(objects: Iterable[dict[str, Any]], deployment: str | None) -> tuple[str | None, str]:
-    """The Deployment to watch and its pods' label selector."""
+    """The Deployment to watch (None for other controllers and bare Pods) and its pods' label selector."""
     for obj in objects:
         if obj["kind"] == "Deployment" and (deployment is None or obj["metadata"]["name"] == deployment):
             labels = obj["spec"]["selector"].get("matchLabels", {})
             return obj["metadata"]["name"], ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    objects = list(objects)
+    for obj in objects:
+        if obj["kind"] in POD_KINDS - {"Deployment"} and obj["spec"].get("selector", {}).get("matchLabels"):
+            labels = obj["spec"]["selector"]["matchLabels"]
+            return None, ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     for obj in objects:
         if obj["kind"] == "Pod":
             labels = obj["metadata"].get("labels", {})
             return None, ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != MANAGED_LABEL)
-    raise HarnessError("the workload has no Deployment or Pod to watch", "add one to the scenario's manifests")
+    raise HarnessError(
+        "the workload has no Deployment, other pod controller or Pod to watch", "add one to the scenario's manifests"
+    )
 
 
 def apply(api: k8s.ApiClient, objects: list[dict[str, Any]], deployment: str | None = None) -> Workload:

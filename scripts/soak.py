@@ -56,7 +56,7 @@ from harness.bench_support import (  # noqa: E402
     write_json_atomic,
 )
 from harness.cluster import KindCluster, default_name  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.errors import HarnessError, ToolError  # noqa: E402
 from harness.runner import ExitStatus, RunOptions, run_scenario  # noqa: E402
 
 SEED = "arm64-on-amd64"
@@ -87,8 +87,20 @@ def wait_for(what: Callable[[], bool], limit: float, every: float = 1.0) -> floa
 
 
 def reproduce_cmd(cluster: str, work: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "harness", "reproduce", SEED, "--cluster-name", cluster,
-            "--report-dir", str(work / "reports"), "--artifacts-dir", str(work / "artifacts"), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "reproduce",
+        SEED,
+        "--cluster-name",
+        cluster,
+        "--report-dir",
+        str(work / "reports"),
+        "--artifacts-dir",
+        str(work / "artifacts"),
+        *extra,
+    ]
 
 
 def newest_report(directory: Path) -> dict[str, object]:
@@ -97,7 +109,11 @@ def newest_report(directory: Path) -> dict[str, object]:
 
 
 def failed(name: str, exc: BaseException) -> Check:
-    return Check(name, Status.FAIL, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    shown = lines[0] if lines else ""
+    if isinstance(exc, ToolError) and len(lines) > 1:
+        shown += f" | {lines[-1]}"
+    return Check(name, Status.FAIL, f"{type(exc).__name__}: {shown}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,8 +130,10 @@ def check_runs(shared: KindCluster, count: int, work: Path) -> list[Check]:
     used: set[str] = set()
     for index in range(count):
         began = time.monotonic()
-        result = run_scenario(seed, RunOptions(cluster=shared, report_dir=work / "runs", artifacts_dir=work / "art",
-                                               say=lambda _line: None))
+        result = run_scenario(
+            seed,
+            RunOptions(cluster=shared, report_dir=work / "runs", artifacts_dir=work / "art", say=lambda _line: None),
+        )
         took = time.monotonic() - began
         status = result.exit_status
         rows.append((int(status), took, result.report.error or ""))
@@ -123,38 +141,67 @@ def check_runs(shared: KindCluster, count: int, work: Path) -> list[Check]:
         if ns:
             created_ns.append(ns)
         used.update(result.images.values())
-        say(f"  run {index + 1}/{count}: {status.name} in {took:.1f} s"
-            + (f" ({(result.report.error or '').splitlines()[0]})" if result.report.error else ""))
+        say(
+            f"  run {index + 1}/{count}: {status.name} in {took:.1f} s"
+            + (f" ({(result.report.error or '').splitlines()[0]})" if result.report.error else "")
+        )
     ok = sum(1 for status, _, _ in rows if status == ExitStatus.OK)
-    checks = [Check.of(f"seed x{count}: correct verdicts", ok == count,
-                       f"{ok}/{count} exit 0 (incident reproduced, fix verified); seconds per run: "
-                       f"{brief(t for _, t, _ in rows)}", sum(t for _, t, _ in rows))]
+    checks = [
+        Check.of(
+            f"seed x{count}: correct verdicts",
+            ok == count,
+            f"{ok}/{count} exit 0 (incident reproduced, fix verified); seconds per run: {brief(t for _, t, _ in rows)}",
+            sum(t for _, t, _ in rows),
+        )
+    ]
 
     def ours_left() -> list[str]:
         return sorted(set(created_ns) & set(namespaces(core)))
 
     gone_in = wait_for(lambda: not ours_left(), NAMESPACE_GONE_WITHIN, every=2.0)
     left = ours_left()
-    checks.append(Check.of("runs: no namespace left", not left and len(created_ns) == count,
-                           f"{len(created_ns)} created by the runs, {len(created_ns) - len(left)} gone"
-                           + (f" (last within {gone_in:.0f} s of the end)" if gone_in is not None else "")
-                           + (f"; LEFT: {', '.join(left)}" if left else "")))
+    others = diff(before_ns, namespaces(core))
+    checks.append(
+        Check.of(
+            "runs: no namespace left",
+            not left and len(created_ns) == count,
+            f"{len(created_ns)} created by the runs, {len(created_ns) - len(left)} gone"
+            + (f" (last within {gone_in:.0f} s of the end)" if gone_in is not None else "")
+            + (f"; LEFT: {', '.join(left)}" if left else "")
+            + f"; cluster-wide before/after: {others.describe('namespaces')}",
+        )
+    )
     images = diff(before_images, docker_images())
     stray = [i for i in images.created if i not in used]
-    checks.append(Check.of("runs: images reused by tag", len(used) <= 2 and not stray,
-                           f"{len(used)} tags used by all {count} runs ({', '.join(sorted(used))}); engine "
-                           + images.describe("images") + (f"; not the runs': {', '.join(stray)}" if stray else "")))
+    checks.append(
+        Check.of(
+            "runs: images reused by tag",
+            len(used) <= 2 and not stray,
+            f"{len(used)} tags used by all {count} runs ({', '.join(sorted(used))}); engine "
+            + images.describe("images")
+            + (f"; not the runs': {', '.join(stray)}" if stray else ""),
+        )
+    )
     node = diff(before_node, node_images(shared.node_exec, shared.nodes()))
-    stray_node = [i for i in node.created if i.split("/", 1)[1] not in used and
-                  not any(i.endswith(u) for u in used)]
-    checks.append(Check.of("runs: node images reused", not stray_node, node.describe("node tags")
-                           + (f"; not the runs': {', '.join(stray_node)}" if stray_node else "")))
+    stray_node = [i for i in node.created if i.split("/", 1)[1] not in used and not any(i.endswith(u) for u in used)]
+    checks.append(
+        Check.of(
+            "runs: node images reused",
+            not stray_node,
+            node.describe("node tags") + (f"; not the runs': {', '.join(stray_node)}" if stray_node else ""),
+        )
+    )
     containers = diff(before_containers, docker_containers())
     after = docker_containers()
     # The runs start no container; a new one carrying a kind cluster label is another cluster's node.
     unexplained = [c for c in containers.created if "io.x-k8s.kind.cluster=" not in after.get(c, "")]
-    checks.append(Check.of("runs: no container left", not unexplained, containers.describe("containers")
-                           + (f"; unexplained: {', '.join(unexplained)}" if unexplained else "")))
+    checks.append(
+        Check.of(
+            "runs: no container left",
+            not unexplained,
+            containers.describe("containers") + (f"; unexplained: {', '.join(unexplained)}" if unexplained else ""),
+        )
+    )
     return checks
 
 
@@ -199,13 +246,23 @@ def check_interrupt(shared: KindCluster, work: Path, label: str, step: str, dela
     else:
         ns_ok, ns_text = True, "no namespace created yet"
     passed = rc == ExitStatus.INTERRUPTED and not hung and ns_ok
-    return Check.of(name, passed, f"SIGINT in step '{running}': exit {rc} after {took:.1f} s"
-                    + (" (HUNG past 5 s)" if hung else "") + f"; {ns_text}", took)
+    return Check.of(
+        name,
+        passed,
+        f"SIGINT in step '{running}': exit {rc} after {took:.1f} s"
+        + (" (HUNG past 5 s)" if hung else "")
+        + f"; {ns_text}",
+        took,
+    )
 
 
 def check_interrupts(shared: KindCluster, work: Path) -> list[Check]:
-    cases = [("build", "build", 0.0, False), ("apply", "apply", 0.0, False), ("watch", "watch", 3.0, False),
-             ("watch --keep-namespace", "watch", 3.0, True)]
+    cases = [
+        ("build", "build", 0.0, False),
+        ("apply", "apply", 0.0, False),
+        ("watch", "watch", 3.0, False),
+        ("watch --keep-namespace", "watch", 3.0, True),
+    ]
     checks = []
     for label, step, delay, keep in cases:
         try:
@@ -230,15 +287,16 @@ def check_full_run(name: str, cluster: str, work: Path) -> Check:
 # Faults
 
 
-def fault_run(name: str, cluster: KindCluster, work: Path, fault: Callable[[], str],
-              undo: Callable[[], None] | None = None) -> Check:
+def fault_run(
+    name: str, cluster: KindCluster, work: Path, fault: Callable[[], str], undo: Callable[[], None] | None = None
+) -> Check:
     """Run the seed on cluster in a child; during the watch apply fault; expect exit 3 with a one-line cause."""
     limit = float(scenario.load(SEED).expect.timeout)
     report_dir = work / "reports"
     proc = LiveProcess(reproduce_cmd(cluster.name, work), cwd=ROOT)
     fault_note = ""
     try:
-        if proc.expect(lambda line: step_of(line) == "watch", timeout=600) is None:
+        if proc.expect(lambda line: line.startswith("==> watch:"), timeout=600) is None:
             return Check.of(name, False, f"the run never reached '==> watch' (last lines: {proc.output[-3:]})")
         pause(3.0)  # let the watch see the pods first
         began = time.monotonic()
@@ -255,8 +313,12 @@ def fault_run(name: str, cluster: KindCluster, work: Path, fault: Callable[[], s
     cause = error.splitlines()[0] if error else ""
     remedy = next((line.strip() for line in error.splitlines()[1:] if "what to do" in line), "")
     passed = rc == ExitStatus.ENVIRONMENT and not hung and bool(cause)
-    detail = (f"{fault_note}; exit {rc} {took:.1f} s after the fault" + (f" (HUNG past {limit:.0f} s)" if hung else "")
-              + f"; cause: {cause or '(none)'}" + (f"; {remedy}" if remedy else ""))
+    detail = (
+        f"{fault_note}; exit {rc} {took:.1f} s after the fault"
+        + (f" (HUNG past {limit:.0f} s)" if hung else "")
+        + f"; cause: {cause or '(none)'}"
+        + (f"; {remedy}" if remedy else "")
+    )
     return Check.of(name, passed, detail, took)
 
 
@@ -280,7 +342,11 @@ def remove_decoys() -> None:
 
 
 def gc_listing(*extra: str) -> set[tuple[str, str]]:
-    out = tools.run([sys.executable, "-m", "harness", "gc", *extra], cwd=ROOT, timeout=300).stdout
+    return parse_gc(tools.run([sys.executable, "-m", "harness", "gc", *extra], cwd=ROOT, timeout=300).stdout)
+
+
+def parse_gc(out: str) -> set[tuple[str, str]]:
+    """(kind, name) of every "would remove KIND NAME" / "removing KIND NAME" line of `harness gc`."""
     found = set()
     for line in out.splitlines():
         words = line.split()
@@ -299,16 +365,26 @@ def check_gc_lists(shared: KindCluster) -> list[Check]:
     wrong_images = sorted(i for i in images if not i.startswith("incident-harness/"))
     wanted = {("cluster", FAULT_CLUSTER), ("container", node), ("cluster", shared.name)}
     missing = sorted(f"{k} {n}" for k, n in wanted - listed)
-    checks = [Check.of("gc lists the harness's things, not decoys", not decoys and not missing and not wrong_images,
-                       f"{len(listed)} listed ({sum(k == 'cluster' for k, _ in listed)} clusters, "
-                       f"{sum(k == 'container' for k, _ in listed)} containers, {len(images)} images)"
-                       + (f"; DECOYS LISTED: {sorted(decoys)}" if decoys else f"; decoys {DECOY}:1 and {DECOY} not listed")
-                       + (f"; missing: {missing}" if missing else "")
-                       + (f"; not harness images: {wrong_images}" if wrong_images else ""))]
+    checks = [
+        Check.of(
+            "gc lists the harness's things, not decoys",
+            not decoys and not missing and not wrong_images,
+            f"{len(listed)} listed ({sum(k == 'cluster' for k, _ in listed)} clusters, "
+            f"{sum(k == 'container' for k, _ in listed)} containers, {len(images)} images)"
+            + (f"; DECOYS LISTED: {sorted(decoys)}" if decoys else f"; decoys {DECOY}:1 and {DECOY} not listed")
+            + (f"; missing: {missing}" if missing else "")
+            + (f"; not harness images: {wrong_images}" if wrong_images else ""),
+        )
+    ]
     subset = gc_listing("--cluster", FAULT_CLUSTER)
     expected = {("cluster", FAULT_CLUSTER), ("container", node)}
-    checks.append(Check.of(f"gc --cluster {FAULT_CLUSTER} lists only it", subset == expected,
-                           f"listed: {sorted(f'{k} {n}' for k, n in subset)}"))
+    checks.append(
+        Check.of(
+            f"gc --cluster {FAULT_CLUSTER} lists only it",
+            subset == expected,
+            f"listed: {sorted(f'{k} {n}' for k, n in subset)}",
+        )
+    )
     return checks
 
 
@@ -318,8 +394,9 @@ def check_faults(shared: KindCluster, work: Path) -> list[Check]:
     began = time.monotonic()
     fault = KindCluster(name=FAULT_CLUSTER)
     fault.create()
-    checks.append(Check.of(f"{FAULT_CLUSTER} cluster", True, "reused" if fault.reused else "created",
-                           time.monotonic() - began))
+    checks.append(
+        Check.of(f"{FAULT_CLUSTER} cluster", True, "reused" if fault.reused else "created", time.monotonic() - began)
+    )
     say(f"  {FAULT_CLUSTER}: {'reused' if fault.reused else 'created'} in {time.monotonic() - began:.0f} s")
     node = f"{FAULT_CLUSTER}-control-plane"
 
@@ -342,20 +419,31 @@ def check_faults(shared: KindCluster, work: Path) -> list[Check]:
         left = sorted(n for n in set(namespaces(fault.core)) - before if n.startswith(f"{SEED}-"))
         for n in left:  # its clean-up could not reach the paused API server
             tools.run([*kubectl(fault.kubeconfig), "delete", "namespace", n, "--wait=false"], check=False, timeout=60)
-        checks.append(Check.of("cluster answers again after unpause", True,
-                               f"ready; namespace left by the paused run (its clean-up could not reach the API): "
-                               f"{', '.join(left) or 'none'}" + (" - removed now" if left else "")))
+        checks.append(
+            Check.of(
+                "cluster answers again after unpause",
+                True,
+                f"ready; namespace left by the paused run (its clean-up could not reach the API): "
+                f"{', '.join(left) or 'none'}" + (" - removed now" if left else ""),
+            )
+        )
     except HarnessError as exc:
         checks.append(failed("cluster answers again after unpause", exc))
 
     shared_images = docker_images()
+    removed: set[tuple[str, str]] = set()
     try:
         make_decoys()
         checks += check_gc_lists(shared)
 
         def delete_by_gc() -> str:
-            result = tools.run([sys.executable, "-m", "harness", "gc", "--yes", "--cluster", FAULT_CLUSTER],
-                               cwd=ROOT, check=False, timeout=300)
+            result = tools.run(
+                [sys.executable, "-m", "harness", "gc", "--yes", "--cluster", FAULT_CLUSTER],
+                cwd=ROOT,
+                check=False,
+                timeout=300,
+            )
+            removed.update(parse_gc(result.stdout))
             return f"harness gc --yes --cluster {FAULT_CLUSTER} (exit {result.returncode})"
 
         checks.append(fault_run("fault: cluster deleted during watch", fault, work / "deleted", delete_by_gc))
@@ -372,12 +460,21 @@ def check_faults(shared: KindCluster, work: Path) -> list[Check]:
             problems.append(f"shared cluster {shared.name} GONE")
         if DECOY not in containers or f"{DECOY}:1" not in after_images:
             problems.append("a decoy was removed")
-        lost = sorted(i for i in shared_images - after_images if i.startswith("incident-harness/"))
-        if lost:
-            problems.append(f"harness images removed: {lost}")
-        checks.append(Check.of(f"gc --yes --cluster {FAULT_CLUSTER} removed only it", not problems,
-                               "; ".join(problems) or f"{FAULT_CLUSTER} and its node container gone; shared cluster "
-                               f"{shared.name}, decoys and every image untouched"))
+        expected = {("cluster", FAULT_CLUSTER), ("container", node)}
+        if removed != expected:
+            problems.append(f"gc said it removed {sorted(removed)}, expected {sorted(expected)}")
+        # Images vanishing meanwhile are other helpers' doing unless gc named them (it names what it removes).
+        vanished = sorted(shared_images - after_images)
+        checks.append(
+            Check.of(
+                f"gc --yes --cluster {FAULT_CLUSTER} removed only it",
+                not problems,
+                "; ".join(problems)
+                or f"removed {sorted(f'{k} {n}' for k, n in removed)}; shared "
+                f"cluster {shared.name} and decoys untouched, no image removed by gc"
+                + (f" (meanwhile gone, not by gc: {', '.join(vanished)})" if vanished else ""),
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - one failed check must not end the soak
         checks.append(failed("gc", exc))
     finally:
@@ -399,8 +496,10 @@ def engine_pid() -> int | None:
 
 
 def engine_answers() -> bool:
-    return tools.run([tools.docker_binary(), "info", "--format", "{{.ServerVersion}}"], check=False,
-                     timeout=30).returncode == 0
+    return (
+        tools.run([tools.docker_binary(), "info", "--format", "{{.ServerVersion}}"], check=False, timeout=30).returncode
+        == 0
+    )
 
 
 def restart_engine() -> str:
@@ -411,8 +510,14 @@ def restart_engine() -> str:
 
 def check_engine_fault(work: Path) -> list[Check]:
     running_before = {n for n, labels in docker_containers().items() if "io.x-k8s.kind.cluster=" in labels}
-    running_before = {n for n in running_before if tools.run([tools.docker_binary(), "inspect", "-f",
-                      "{{.State.Running}}", n], check=False, timeout=30).stdout.strip() == "true"}
+    running_before = {
+        n
+        for n in running_before
+        if tools.run(
+            [tools.docker_binary(), "inspect", "-f", "{{.State.Running}}", n], check=False, timeout=30
+        ).stdout.strip()
+        == "true"
+    }
     fault = KindCluster(name=FAULT_CLUSTER)
     fault.create()
     restart_note = ""
@@ -436,13 +541,24 @@ def check_engine_fault(work: Path) -> list[Check]:
             restart_note = restart_engine()
         check = failed("fault: Docker engine stopped during watch", exc)
     checks = [check, Check.of("engine restarted", engine_answers(), restart_note or "it never stopped")]
-    stopped = sorted(n for n in running_before if tools.run([tools.docker_binary(), "inspect", "-f",
-                     "{{.State.Running}}", n], check=False, timeout=30).stdout.strip() != "true")
-    checks.append(Check(
-        "kind nodes after the engine restart", Status.PASS if not stopped else Status.FAIL,
-        "all running again" if not stopped else
-        f"not running: {', '.join(stopped)} (KindCluster.create recreates an unusable cluster; "
-        "or 'docker start' them)"))
+    stopped = sorted(
+        n
+        for n in running_before
+        if tools.run(
+            [tools.docker_binary(), "inspect", "-f", "{{.State.Running}}", n], check=False, timeout=30
+        ).stdout.strip()
+        != "true"
+    )
+    checks.append(
+        Check(
+            "kind nodes after the engine restart",
+            Status.PASS if not stopped else Status.FAIL,
+            "all running again"
+            if not stopped
+            else f"not running: {', '.join(stopped)} (KindCluster.create recreates an unusable cluster; "
+            "or 'docker start' them)",
+        )
+    )
     KindCluster(name=FAULT_CLUSTER).delete()
     return checks
 
@@ -454,10 +570,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="how many runs in a row (default 20)")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
-    parser.add_argument("--engine-fault", action="store_true",
-                        help="also stop the Docker engine mid-run (affects everyone on this machine)")
+    parser.add_argument(
+        "--engine-fault",
+        action="store_true",
+        help="also stop the Docker engine mid-run (affects everyone on this machine)",
+    )
     parser.add_argument("--cluster-name", default=None, help="the shared cluster (default: incident-harness)")
-    parser.add_argument("--json", default=None, help="where to write the checks as JSON (default reports/soak-<time>.json)")
+    parser.add_argument(
+        "--json", default=None, help="where to write the checks as JSON (default reports/soak-<time>.json)"
+    )
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
@@ -471,9 +592,12 @@ def main(argv: list[str] | None = None) -> int:
         shared = KindCluster(name=args.cluster_name or default_name())
         shared.create()
         say(f"shared cluster {shared.name} ({'reused' if shared.reused else 'created'})")
-        for part, run in (("runs", lambda: check_runs(shared, args.runs, work)),
-                          ("interrupts", lambda: check_interrupts(shared, work)),
-                          ("faults", lambda: check_faults(shared, work))):
+        steps: dict[str, Callable[[], list[Check]]] = {
+            "runs": lambda: check_runs(shared, args.runs, work),
+            "interrupts": lambda: check_interrupts(shared, work),
+            "faults": lambda: check_faults(shared, work),
+        }
+        for part, run in steps.items():
             if part not in parts:
                 continue
             say(f"== {part}")
@@ -486,12 +610,24 @@ def main(argv: list[str] | None = None) -> int:
             checks += check_engine_fault(work)
 
     print()
-    print(render_checks(checks, title=f"soak on {os.uname().nodename}, {os.cpu_count()} cores, "
-                                      f"load {os.getloadavg()[0]:.1f} at the end"))
+    print(
+        render_checks(
+            checks,
+            title=f"soak on {os.uname().nodename}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end",
+        )
+    )
     path = Path(args.json) if args.json else ROOT / "reports" / f"soak-{started:%Y%m%dT%H%M%SZ}.json"
-    write_json_atomic(path, {"started": started.isoformat(), "finished": datetime.now(UTC).isoformat(),
-                             "runs": args.runs, "parts": parts, "engine_fault": args.engine_fault,
-                             "checks": [c.to_dict() for c in checks]})
+    write_json_atomic(
+        path,
+        {
+            "started": started.isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
+            "runs": args.runs,
+            "parts": parts,
+            "engine_fault": args.engine_fault,
+            "checks": [c.to_dict() for c in checks],
+        },
+    )
     print(f"json: {path}")
     return 1 if any(c.status is Status.FAIL for c in checks) else 0
 

@@ -10,61 +10,9 @@ import pytest
 from harness import tools
 from harness.cluster import KindCluster
 from harness.outcomes import Outcome, Verdict
-from harness.platforms import Platform, node_platform, parse_platform
 from harness.workload import Workload
-from hermetic.images.busybox_httpd import ensure_busybox_httpd
 
 pytestmark = pytest.mark.e2e
-
-
-def httpd_deployment(name: str) -> list[dict[str, Any]]:
-    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "httpd",
-                                "image": "set-by-test",
-                                "ports": [{"containerPort": 8080}],
-                                "readinessProbe": probe,
-                                "livenessProbe": {**probe, "initialDelaySeconds": 2},
-                            }
-                        ]
-                    },
-                },
-            },
-        }
-    ]
-
-
-@pytest.fixture(scope="module")
-def node_arch(kind_cluster: KindCluster) -> Platform:
-    node = kind_cluster.core.list_node().items[0]
-    return node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
-
-
-@pytest.fixture(scope="module")
-def foreign(node_arch: Platform) -> Platform:
-    return parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
-
-
-@pytest.fixture(scope="module")
-def httpd_images(kind_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
-    refs = {}
-    for which, platform in (("native", node_arch), ("foreign", foreign)):
-        ref = ensure_busybox_httpd(str(platform)).ref
-        kind_cluster.load_image(ref)
-        refs[which] = ref
-    return refs
 
 
 def test_node_ready_and_system_pods_running(kind_cluster: KindCluster) -> None:
@@ -97,6 +45,7 @@ def test_images_present_on_node_after_loading(kind_cluster: KindCluster, httpd_i
 
 
 def test_native_httpd_becomes_ready_and_answers(
+    httpd_deployment: Callable[..., list[dict[str, Any]]],
     kind_cluster: KindCluster,
     httpd_images: dict[str, str],
     deploy: Callable[..., Workload],
@@ -116,6 +65,7 @@ def test_native_httpd_becomes_ready_and_answers(
 
 
 def test_foreign_httpd_crash_loops_with_exec_format_error(
+    httpd_deployment: Callable[..., list[dict[str, Any]]],
     httpd_images: dict[str, str],
     deploy: Callable[..., Workload],
     expect_outcome: Callable[..., Verdict],

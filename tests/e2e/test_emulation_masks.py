@@ -46,12 +46,6 @@ REPOSITORY = "incident-harness/emulated-build"
 
 
 @pytest.fixture(scope="module")
-def node_arch(kind_cluster: KindCluster) -> platforms.Platform:
-    node = kind_cluster.core.list_node().items[0]
-    return platforms.node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
-
-
-@pytest.fixture(scope="module")
 def foreign(node_arch: platforms.Platform) -> platforms.Platform:
     """The seed scenario's "foreign": arm64 on amd64 nodes, amd64 on arm64 nodes."""
     foreign = platforms.parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")

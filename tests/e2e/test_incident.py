@@ -52,18 +52,6 @@ PROGRESS_DEADLINE = 20  # seconds: short, so the failed rollout is reported quic
 # Helpers
 
 
-@pytest.fixture(scope="module")
-def node_arch(kind_cluster: KindCluster) -> platforms.Platform:
-    node = kind_cluster.core.list_node().items[0]
-    return platforms.node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
-
-
-@pytest.fixture(scope="module")
-def foreign(node_arch: platforms.Platform) -> platforms.Platform:
-    """The platform the nodes are not: arm64 on amd64 nodes (the incident), amd64 on arm64 nodes."""
-    return platforms.parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
-
-
 def emulation_note(foreign: platforms.Platform, node: platforms.Platform) -> str | None:
     """Why a foreign image would run on these nodes right now, or None when it fails as in the incident."""
     state = platforms.read_binfmt()

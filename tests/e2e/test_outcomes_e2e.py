@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import KindCluster
 from harness.outcomes import Outcome, Verdict
-from harness.platforms import Expectation, Platform, expected_outcome, node_platform, parse_platform, read_binfmt
+from harness.platforms import Expectation, Platform, expected_outcome, read_binfmt
 from harness.workload import Workload
-from hermetic.images.busybox_httpd import ensure_busybox_httpd
 
 pytestmark = pytest.mark.e2e
 
@@ -31,62 +29,17 @@ NEVER_LOADED = "incident-harness/never-loaded:v1"
 NO_SUCH_NODE_LABEL = "incident-harness.io/no-such-pool"
 
 
-def httpd_deployment(name: str, **pod_spec: Any) -> list[dict[str, Any]]:
-    """A one-replica Deployment of the busybox httpd (port 8080, /healthz) with fast probes."""
-    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
-    container = {
-        "name": "httpd",
-        "image": "set-by-test",
-        "ports": [{"containerPort": 8080}],
-        "readinessProbe": probe,
-        "livenessProbe": {**probe, "initialDelaySeconds": 2},
-    }
-    return [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {"terminationGracePeriodSeconds": 0, "containers": [container], **pod_spec},
-                },
-            },
-        }
-    ]
-
-
-@pytest.fixture(scope="module")
-def node_arch(kind_cluster: KindCluster) -> Platform:
-    node = kind_cluster.core.list_node().items[0]
-    return node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
-
-
-@pytest.fixture(scope="module")
-def foreign(node_arch: Platform) -> Platform:
-    """The platform the nodes are not: arm64 on amd64 nodes, amd64 on arm64 nodes."""
-    return parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
-
-
-@pytest.fixture(scope="module")
-def httpd_images(kind_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
-    """The busybox httpd image for the nodes' platform and for the foreign one, loaded into the nodes."""
-    refs = {}
-    for which, platform in (("native", node_arch), ("foreign", foreign)):
-        ref = ensure_busybox_httpd(str(platform)).ref
-        kind_cluster.load_image(ref)
-        refs[which] = ref
-    return refs
-
-
 def foreign_expectation(foreign: Platform, node_arch: Platform) -> Expectation:
     """What a foreign image does right now on this host (emulation is kernel-wide and may change)."""
     return expected_outcome(foreign, node_arch, read_binfmt())
 
 
-def test_native_image_is_healthy(httpd_images: dict[str, str], deploy: Deploy, expect_outcome: ExpectOutcome) -> None:
+def test_native_image_is_healthy(
+    httpd_deployment: Callable[..., list[dict[str, Any]]],
+    httpd_images: dict[str, str],
+    deploy: Deploy,
+    expect_outcome: ExpectOutcome,
+) -> None:
     applied = deploy(httpd_deployment("healthy"), image=httpd_images["native"])
     verdict = expect_outcome(applied, Outcome.HEALTHY, timeout=90)
 
@@ -99,6 +52,7 @@ def test_native_image_is_healthy(httpd_images: dict[str, str], deploy: Deploy, e
 
 
 def test_foreign_image_crash_loops_with_exec_format_error(
+    httpd_deployment: Callable[..., list[dict[str, Any]]],
     httpd_images: dict[str, str],
     node_arch: Platform,
     foreign: Platform,
@@ -131,7 +85,9 @@ def test_foreign_image_crash_loops_with_exec_format_error(
     assert {"state", "log"} <= kinds, kinds
 
 
-def test_image_never_loaded_is_image_pull_back_off(deploy: Deploy, expect_outcome: ExpectOutcome) -> None:
+def test_image_never_loaded_is_image_pull_back_off(
+    httpd_deployment: Callable[..., list[dict[str, Any]]], deploy: Deploy, expect_outcome: ExpectOutcome
+) -> None:
     applied = deploy(httpd_deployment("never-loaded"), image=NEVER_LOADED, pull_policy="IfNotPresent")
     verdict = expect_outcome(applied, Outcome.IMAGE_PULL, timeout=90)
 
@@ -147,7 +103,9 @@ def test_image_never_loaded_is_image_pull_back_off(deploy: Deploy, expect_outcom
     assert "kind load" in verdict.summary, verdict.summary
 
 
-def test_impossible_node_selector_is_unschedulable(deploy: Deploy, expect_outcome: ExpectOutcome) -> None:
+def test_impossible_node_selector_is_unschedulable(
+    httpd_deployment: Callable[..., list[dict[str, Any]]], deploy: Deploy, expect_outcome: ExpectOutcome
+) -> None:
     spec = {"nodeSelector": {NO_SUCH_NODE_LABEL: "true"}}
     applied = deploy(httpd_deployment("nowhere", **spec), image="set-by-test-never-started:v1")
     verdict = expect_outcome(applied, Outcome.UNSCHEDULABLE, timeout=60)
@@ -163,6 +121,7 @@ def test_impossible_node_selector_is_unschedulable(deploy: Deploy, expect_outcom
 
 
 def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
+    httpd_deployment: Callable[..., list[dict[str, Any]]],
     httpd_images: dict[str, str],
     node_arch: Platform,
     foreign: Platform,

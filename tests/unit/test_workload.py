@@ -199,6 +199,16 @@ def test_selector_of_a_pod_leaves_out_the_harness_label() -> None:
 def test_selector_of_nothing_to_watch() -> None:
     with pytest.raises(HarnessError) as caught:
         selector_of([service()], None)
-    assert "no Deployment or Pod" in caught.value.cause
+    assert "no Deployment" in caught.value.cause and "Pod to watch" in caught.value.cause
     with pytest.raises(HarnessError):
         selector_of([deployment("api")], "not-there")
+
+
+def test_selector_of_daemonset() -> None:
+    daemonset = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"spec": {"containers": []}}},
+    }
+    assert selector_of([service(), daemonset], None) == (None, "app=agent")

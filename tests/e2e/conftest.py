@@ -1,0 +1,71 @@
+"""Fixtures shared by the e2e tests: the nodes' platform, the foreign one, small test images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from harness.cluster import KindCluster
+from harness.platforms import Platform, node_platform, parse_platform
+from hermetic.images.busybox_httpd import ensure_busybox_httpd
+
+HttpdDeployment = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def node_arch(kind_cluster: KindCluster) -> Platform:
+    """The platform of the cluster's nodes."""
+    node = kind_cluster.core.list_node().items[0]
+    return node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+
+
+@pytest.fixture(scope="session")
+def foreign(node_arch: Platform) -> Platform:
+    """The platform the nodes are not: arm64 on amd64 nodes (the incident), amd64 on arm64 nodes."""
+    return parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
+
+
+@pytest.fixture(scope="session")
+def httpd_images(kind_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
+    """The busybox httpd image for the nodes' platform and for the foreign one, loaded into the nodes."""
+    refs = {}
+    for which, platform in (("native", node_arch), ("foreign", foreign)):
+        ref = ensure_busybox_httpd(str(platform)).ref
+        kind_cluster.load_image(ref)
+        refs[which] = ref
+    return refs
+
+
+@pytest.fixture(scope="session")
+def httpd_deployment() -> HttpdDeployment:
+    """httpd_deployment(name, **pod_spec): a one-replica Deployment of the busybox httpd with fast probes."""
+    return _httpd_deployment
+
+
+def _httpd_deployment(name: str, **pod_spec: Any) -> list[dict[str, Any]]:
+    """A one-replica Deployment of the busybox httpd (port 8080, /healthz) with fast probes."""
+    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
+    container = {
+        "name": "httpd",
+        "image": "set-by-test",
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "initialDelaySeconds": 2},
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"terminationGracePeriodSeconds": 0, "containers": [container], **pod_spec},
+                },
+            },
+        }
+    ]
