@@ -86,7 +86,7 @@ class RunReport:
         if self.exit_status == MASKED_BY_EMULATION:
             return (
                 f"MASKED BY EMULATION (exit status {self.exit_status}) — the foreign image ran under an "
-                "emulator on this host: the incident is neither reproduced nor healthy here"
+                "emulator on this host, so the incident cannot show here"
             )
         parts = ["PASSED" if self.passed else f"FAILED (exit status {self.exit_status})"]
         if self.symptoms_total:
