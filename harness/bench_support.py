@@ -238,6 +238,14 @@ def first_visible(
     return None
 
 
+def first_waiting_reason(observations: Iterable[Observation], namespace: str, reason: str) -> float | None:
+    """The arrival time of the first observation of a pod of the namespace waiting with this reason."""
+    for obs in sorted((o for o in observations if o.namespace == namespace), key=lambda o: o.at):
+        if obs.kind != "DELETED" and reason in waiting_reasons(obs.pod):
+            return obs.at
+    return None
+
+
 def parse_k8s_time(text: str | None) -> float | None:
     """An API timestamp ("2026-11-26T08:14:07Z", maybe with fractions) as epoch seconds."""
     if not text:
@@ -339,6 +347,85 @@ def _r(value: float | None) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Where a run's time went
+
+STEP_GROUPS = ("cluster", "build", "load", "apply", "watch incident", "fix steps", "watch fix")
+
+
+def step_group(name: str) -> str:
+    """The group of a runner step name: "build laptop-build for linux/arm64" -> "build"."""
+    if name.startswith("watch fix"):
+        return "watch fix"
+    if name.startswith("watch"):
+        return "watch incident"
+    if name.startswith("fix"):
+        return "fix steps"
+    first = name.split(" ", 1)[0]
+    return first if first in STEP_GROUPS else "other"
+
+
+def step_groups(steps: Iterable[tuple[str, float]]) -> dict[str, float]:
+    """Seconds per step group of one run (several builds or loads add up)."""
+    found: dict[str, float] = {}
+    for name, took in steps:
+        group = step_group(name)
+        found[group] = found.get(group, 0.0) + took
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU requests: will n workloads at once fit the node?
+
+
+def cpu_millis(quantity: str | int | float | None) -> int:
+    """A Kubernetes CPU quantity in millicores: "50m" -> 50, "2" -> 2000, "0.5" -> 500, None -> 0."""
+    if quantity is None or quantity == "":
+        return 0
+    text = str(quantity).strip()
+    if text.endswith("m"):
+        return int(float(text[:-1]))
+    return round(float(text) * 1000)
+
+
+def _surge(deployment: Obj, replicas: int) -> int:
+    strategy = (deployment.get("spec") or {}).get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return 0
+    value = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return -(-replicas * int(value[:-1]) // 100)  # rounded up, as the controller does
+    return int(value)
+
+
+def peak_cpu_request(objects: Iterable[Obj]) -> int:
+    """Millicores one workload requests at its peak: (replicas + maxSurge) pods of each Deployment."""
+    total = 0
+    for obj in objects:
+        if obj.get("kind") != "Deployment":
+            continue
+        spec = obj.get("spec") or {}
+        replicas = int(spec.get("replicas", 1))
+        pod = (spec.get("template") or {}).get("spec") or {}
+        per_pod = sum(
+            cpu_millis(((c.get("resources") or {}).get("requests") or {}).get("cpu"))
+            for c in pod.get("containers") or []
+        )
+        total += (replicas + _surge(obj, replicas)) * per_pod
+    return total
+
+
+def free_cpu(allocatable: str, pods: Iterable[Obj]) -> int:
+    """Millicores of a node not yet requested by its pods that have not finished."""
+    used = 0
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            used += cpu_millis(((c.get("resources") or {}).get("requests") or {}).get("cpu"))
+    return cpu_millis(allocatable) - used
+
+
+# ---------------------------------------------------------------------------------------------
 # Listings (before/after) and soak checks
 
 
@@ -416,6 +503,18 @@ def last_step(lines: Iterable[str]) -> str | None:
     found = None
     for line in lines:
         found = step_of(line) or found
+    return found
+
+
+def parse_gc_output(out: str) -> set[tuple[str, str]]:
+    """(kind, name) of each "would remove KIND NAME" / "removing KIND NAME" line of `python -m harness gc`."""
+    found = set()
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) == 4 and words[:2] == ["would", "remove"]:
+            found.add((words[2], words[3]))
+        elif len(words) == 3 and words[0] == "removing":
+            found.add((words[1], words[2]))
     return found
 
 
@@ -632,7 +731,11 @@ class LiveProcess:
                 return line
 
     def signal(self, signum: int = signal.SIGINT) -> float:
-        """Send signum to the process group; returns the monotonic moment it was sent."""
+        """Send signum to the process group; returns the monotonic moment it was sent.
+
+        A child inherits an ignored SIGINT (e.g. from `nohup cmd &` without job control): the caller
+        must not ignore SIGINT when it means to interrupt children.
+        """
         sent = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signum)
@@ -652,6 +755,11 @@ class LiveProcess:
     @property
     def output(self) -> list[str]:
         return [line for _, line in self.lines]
+
+    def save(self, path: Path) -> Path:
+        """The output so far, each line stamped with seconds since the start, into path."""
+        write_text_atomic(path, "".join(f"{t:8.1f}  {line}\n" for t, line in self.lines))
+        return path
 
 
 def docker_images() -> set[str]:

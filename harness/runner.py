@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
@@ -140,7 +141,15 @@ class _Run:
                     kind_bin=self.o.kind_bin,
                     workers=self.s.workers,
                 )
-                self.cluster.create()
+                existed = self.cluster.exists()
+                try:
+                    self.cluster.create()
+                except KeyboardInterrupt:
+                    # A half-made cluster would be "reused" by the next run and never answer.
+                    if not existed:
+                        self.o.say(f"    interrupted: deleting the half-made cluster {self.cluster.name}")
+                        _bounded(partial(_delete_half_made, self.cluster), 120, f"delete cluster {self.cluster.name}")
+                    raise
                 if not self.cluster.reused and not self.o.keep_cluster:
                     self.cleanups.append(("delete cluster", self.cluster.delete))
             self.cluster.guard()
@@ -367,13 +376,32 @@ class _Run:
             return
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         directory = self.o.artifacts_dir / f"{self.s.name}-{stamp}"
-        self.cluster.collect_evidence(self.namespace, self.work.selector if self.work else "", directory)
+        problem = api_problem(self.cluster.kubeconfig)
+        if problem is None:
+            self.cluster.collect_evidence(self.namespace, self.work.selector if self.work else "", directory)
+        else:
+            # kubectl would wait for each command's timeout, and `kind export logs` hangs on a paused node.
+            directory.mkdir(parents=True, exist_ok=True)
+            paused = _paused_nodes(self.cluster.name)
+            note = f"the API server did not answer ({problem}): no describe, events or pod logs\n"
+            if paused:
+                note += f"node(s) paused: {', '.join(paused)}: no node logs ('docker unpause' them)\n"
+            else:
+                try:
+                    self.cluster.export_logs(directory / "kind-logs")
+                except HarnessError as exc:
+                    note += f"kind export logs failed: {_first_line(exc)}\n"
+            (directory / "evidence-missing.txt").write_text(note)
         self.artifacts.append(str(directory))
         self.o.say(f"    evidence saved in {directory}")
 
     def clean_up(self) -> None:
         for what, action in reversed(self.cleanups):
             try:
+                if what.startswith("delete namespace") and self.cluster is not None:
+                    problem = api_problem(self.cluster.kubeconfig)
+                    if problem is not None:
+                        raise ClusterGone(f"the API server does not answer ({problem})")
                 _bounded(action, CLEANUP_SECONDS, what)
             except Exception as exc:  # noqa: BLE001 - clean-up must go on
                 self.o.say(f"    clean-up '{what}' failed: {_first_line(exc)}")
@@ -430,14 +458,21 @@ def api_problem(kubeconfig: Path, timeout: float = API_PROBE_TIMEOUT) -> str | N
         finally:
             api.close()
     except Exception as exc:  # noqa: BLE001 - any failure means: not answering
-        return _first_line(exc)[:200] or type(exc).__name__
+        text = _first_line(exc)
+        if "timed out" in text.lower():
+            return f"no answer within {timeout:.0f} s"
+        if "refused" in text.lower():
+            return "connection refused"
+        return text[:200] or type(exc).__name__
     return None
 
 
 class _Supervisor:
     """Runs one watch in a helper thread; raises ClusterGone once the API server stops answering.
 
-    After it gave up, evidence from the abandoned watch is dropped (it would print into the report).
+    After it gave up (or on Ctrl-C), evidence from the abandoned watch is dropped: it would print
+    into the report, and a daemon thread caught writing to stdout at interpreter exit aborts the
+    process (SIGABRT, "could not acquire lock for <stdout>"). close() waits for a print under way.
     """
 
     def __init__(self, cluster: KindCluster, what: str, gone_after: float) -> None:
@@ -445,17 +480,20 @@ class _Supervisor:
         self.what = what
         self.gone_after = gone_after
         self.open = True
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.open = False
+        with self._lock:
+            self.open = False
 
     def evidence(self, forward: Callable[[Evidence], None] | None) -> Callable[[Evidence], None] | None:
         if forward is None:
             return None
 
         def gated(e: Evidence) -> None:
-            if self.open:
-                forward(e)
+            with self._lock:
+                if self.open:
+                    forward(e)
 
         return gated
 
@@ -496,6 +534,49 @@ class _Supervisor:
         if errors:
             raise errors[0]
         return results[0]
+
+
+def _delete_half_made(cluster: KindCluster, settle: float = 2.0, limit: float = 60.0) -> None:
+    """Delete a cluster whose creation was interrupted, until no node container of it is left.
+
+    The engine may still be finishing a `docker run` that the killed kind had sent: a container
+    can appear after the first delete, so the listing must stay empty for `settle` seconds.
+    """
+    deadline = time.monotonic() + limit
+    empty_since: float | None = None
+    while time.monotonic() < deadline:
+        listed = tools.run(
+            [tools.docker_binary(), "ps", "-a", "-q", "--filter", f"label=io.x-k8s.kind.cluster={cluster.name}"],
+            check=False,
+            timeout=30,
+        ).stdout.split()
+        if listed:
+            empty_since = None
+            cluster.delete()
+        elif empty_since is None:
+            empty_since = time.monotonic()
+        elif time.monotonic() - empty_since >= settle:
+            break
+        threading.Event().wait(0.5)
+    cluster.delete()  # its kubeconfig folder, and anything that appeared at the very end
+
+
+def _paused_nodes(cluster: str) -> list[str]:
+    """The node containers of a kind cluster that are paused (none when docker does not answer)."""
+    listed = tools.run(
+        [
+            tools.docker_binary(),
+            "ps",
+            "-a",
+            "--filter",
+            f"label=io.x-k8s.kind.cluster={cluster}",
+            "--format",
+            "{{.Names}} {{.State}}",
+        ],
+        check=False,
+        timeout=30,
+    ).stdout.splitlines()
+    return [line.split()[0] for line in listed if line.endswith(" paused")]
 
 
 def _bounded(action: Callable[[], object], seconds: float, what: str) -> None:

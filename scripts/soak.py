@@ -27,7 +27,6 @@ import os
 import signal
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from harness.bench_support import (  # noqa: E402
     namespace_of,
     namespaces,
     node_images,
+    parse_gc_output,
     render_checks,
     step_of,
     write_json_atomic,
@@ -63,6 +63,8 @@ SEED = "arm64-on-amd64"
 FAULT_CLUSTER = "soak-faults"
 DECOY = "soak-decoy"
 INTERRUPT_EXIT_WITHIN = 5.0
+CREATE_INTERRUPT_EXIT_WITHIN = 60.0  # includes deleting the half-made cluster
+INTERRUPT_CLUSTER = "soak-interrupt"
 NAMESPACE_GONE_WITHIN = 120.0
 PARTS = ("runs", "interrupts", "faults")
 
@@ -212,9 +214,9 @@ def check_runs(shared: KindCluster, count: int, work: Path) -> list[Check]:
 def check_interrupt(shared: KindCluster, work: Path, label: str, step: str, delay: float, keep: bool) -> Check:
     name = f"interrupt during {label}"
     core = shared.core
-    before = set(namespaces(core))
     extra = ("--keep-namespace",) if keep else ()
-    proc = LiveProcess(reproduce_cmd(shared.name, work / label.replace(" ", "-"), *extra), cwd=ROOT)
+    own = work / label.replace(" ", "-")
+    proc = LiveProcess(reproduce_cmd(shared.name, own, *extra), cwd=ROOT)
     try:
         if proc.expect(lambda line: step_of(line) == step, timeout=600) is None:
             proc.kill()
@@ -231,9 +233,12 @@ def check_interrupt(shared: KindCluster, work: Path, label: str, step: str, dela
             took = time.monotonic() - sent
     finally:
         proc.kill()
-    ns = next((n for n in map(namespace_of, proc.output) if n), None)
-    fresh = sorted(n for n in set(namespaces(core)) - before if n.startswith(f"{SEED}-"))
-    mine = [ns] if ns else fresh  # interrupted before it printed its namespace: the new ones of its prefix
+        proc.save(own / "output.log")
+    # The report (written on interrupt too) names the namespace as soon as it exists, printed or not.
+    facts = newest_report(own / "reports").get("facts") or {}
+    printed = next((n for n in map(namespace_of, proc.output) if n), None)
+    ns = (str(facts.get("namespace") or "") if isinstance(facts, dict) else "") or printed
+    mine = [ns] if ns else []
     if keep:
         kept = bool(mine) and all(n in namespaces(core) for n in mine)
         ns_ok, ns_text = kept, f"namespace {', '.join(mine) or '(none)'} kept as asked"
@@ -245,6 +250,8 @@ def check_interrupt(shared: KindCluster, work: Path, label: str, step: str, dela
         ns_text = f"namespace {', '.join(mine)} " + (f"gone {gone:.0f} s after exit" if ns_ok else "LEFT BEHIND")
     else:
         ns_ok, ns_text = True, "no namespace created yet"
+    if not (own / "reports").is_dir() or not list((own / "reports").glob("*.json")):
+        ns_ok, ns_text = False, "no report written"
     passed = rc == ExitStatus.INTERRUPTED and not hung and ns_ok
     return Check.of(
         name,
@@ -270,8 +277,57 @@ def check_interrupts(shared: KindCluster, work: Path) -> list[Check]:
         except Exception as exc:  # noqa: BLE001 - one failed check must not end the soak
             checks.append(failed(f"interrupt during {label}", exc))
         say(f"  {checks[-1].status.value} {checks[-1].name}: {checks[-1].detail}")
+    try:
+        checks.append(check_interrupt_create(work / "cluster-create"))
+    except Exception as exc:  # noqa: BLE001 - one failed check must not end the soak
+        checks.append(failed("interrupt during cluster create", exc))
+    say(f"  {checks[-1].status.value} {checks[-1].name}: {checks[-1].detail}")
     checks.append(check_full_run("next run after the interrupts", shared.name, work / "after-interrupts"))
     return checks
+
+
+def check_interrupt_create(work: Path) -> Check:
+    """SIGINT while `kind create cluster` runs for a new cluster: the half-made cluster must go."""
+    name = "interrupt during cluster create"
+    gone = KindCluster(name=INTERRUPT_CLUSTER)
+    if gone.exists():
+        gone.delete()
+    proc = LiveProcess(reproduce_cmd(INTERRUPT_CLUSTER, work), cwd=ROOT)
+    node = f"{INTERRUPT_CLUSTER}-control-plane"
+    try:
+        if proc.expect(lambda line: step_of(line) == "cluster", timeout=120) is None:
+            return Check.of(name, False, f"the run never reached '==> cluster' (last lines: {proc.output[-3:]})")
+        # Interrupt once kind has started the node container (kubeadm still running).
+        started = wait_for(lambda: node in docker_containers(), 120, every=0.5)
+        pause(3.0)
+        sent = proc.signal(signal.SIGINT)
+        rc = proc.wait(CREATE_INTERRUPT_EXIT_WITHIN)
+        took = time.monotonic() - sent
+        hung = rc is None
+    finally:
+        proc.kill()
+        proc.save(work / "output.log")
+    clusters = set(tools.run([tools.kind_binary(), "get", "clusters"], timeout=60).stdout.split())
+    left = [
+        x
+        for x in (
+            INTERRUPT_CLUSTER in clusters and f"cluster {INTERRUPT_CLUSTER}",
+            node in docker_containers() and f"container {node}",
+        )
+        if x
+    ]
+    if left:
+        KindCluster(name=INTERRUPT_CLUSTER).delete()
+    passed = rc == ExitStatus.INTERRUPTED and not hung and not left
+    return Check.of(
+        name,
+        passed,
+        f"node container up after {started if started is not None else float('nan'):.0f} s, SIGINT 3 s later: "
+        f"exit {rc} after {took:.1f} s"
+        + (f" (HUNG past {CREATE_INTERRUPT_EXIT_WITHIN:.0f} s)" if hung else "")
+        + (f"; LEFT: {', '.join(left)} (removed now)" if left else "; no cluster or node container left"),
+        took,
+    )
 
 
 def check_full_run(name: str, cluster: str, work: Path) -> Check:
@@ -279,6 +335,7 @@ def check_full_run(name: str, cluster: str, work: Path) -> Check:
     proc = LiveProcess(reproduce_cmd(cluster, work), cwd=ROOT)
     rc = proc.wait(900)
     proc.kill()
+    proc.save(work / "output.log")
     took = time.monotonic() - began
     return Check.of(name, rc == ExitStatus.OK, f"exit {rc} in {took:.1f} s", took)
 
@@ -308,6 +365,7 @@ def fault_run(
         if undo is not None:
             undo()
         proc.kill()
+        proc.save(work / "output.log")
     report = newest_report(report_dir)
     error = str(report.get("error") or "")
     cause = error.splitlines()[0] if error else ""
@@ -342,19 +400,7 @@ def remove_decoys() -> None:
 
 
 def gc_listing(*extra: str) -> set[tuple[str, str]]:
-    return parse_gc(tools.run([sys.executable, "-m", "harness", "gc", *extra], cwd=ROOT, timeout=300).stdout)
-
-
-def parse_gc(out: str) -> set[tuple[str, str]]:
-    """(kind, name) of every "would remove KIND NAME" / "removing KIND NAME" line of `harness gc`."""
-    found = set()
-    for line in out.splitlines():
-        words = line.split()
-        if len(words) == 4 and words[:2] == ["would", "remove"]:
-            found.add((words[2], words[3]))
-        elif len(words) == 3 and words[0] == "removing":
-            found.add((words[1], words[2]))
-    return found
+    return parse_gc_output(tools.run([sys.executable, "-m", "harness", "gc", *extra], cwd=ROOT, timeout=300).stdout)
 
 
 def check_gc_lists(shared: KindCluster) -> list[Check]:
@@ -443,7 +489,7 @@ def check_faults(shared: KindCluster, work: Path) -> list[Check]:
                 check=False,
                 timeout=300,
             )
-            removed.update(parse_gc(result.stdout))
+            removed.update(parse_gc_output(result.stdout))
             return f"harness gc --yes --cluster {FAULT_CLUSTER} (exit {result.returncode})"
 
         checks.append(fault_run("fault: cluster deleted during watch", fault, work / "deleted", delete_by_gc))
@@ -508,16 +554,27 @@ def restart_engine() -> str:
     return f"setup-host.sh engine exit {result.returncode}; engine {'answers' if up is not None else 'DOES NOT ANSWER'}"
 
 
+def kind_nodes_running() -> set[str]:
+    """The kind node containers (of any cluster) that are running."""
+    listed = tools.run(
+        [
+            tools.docker_binary(),
+            "ps",
+            "--filter",
+            "label=io.x-k8s.kind.cluster",
+            "--filter",
+            "status=running",
+            "--format",
+            "{{.Names}}",
+        ],
+        check=False,
+        timeout=30,
+    )
+    return set(listed.stdout.split())
+
+
 def check_engine_fault(work: Path) -> list[Check]:
-    running_before = {n for n, labels in docker_containers().items() if "io.x-k8s.kind.cluster=" in labels}
-    running_before = {
-        n
-        for n in running_before
-        if tools.run(
-            [tools.docker_binary(), "inspect", "-f", "{{.State.Running}}", n], check=False, timeout=30
-        ).stdout.strip()
-        == "true"
-    }
+    running_before = kind_nodes_running()
     fault = KindCluster(name=FAULT_CLUSTER)
     fault.create()
     restart_note = ""
@@ -541,25 +598,23 @@ def check_engine_fault(work: Path) -> list[Check]:
             restart_note = restart_engine()
         check = failed("fault: Docker engine stopped during watch", exc)
     checks = [check, Check.of("engine restarted", engine_answers(), restart_note or "it never stopped")]
-    stopped = sorted(
-        n
-        for n in running_before
-        if tools.run(
-            [tools.docker_binary(), "inspect", "-f", "{{.State.Running}}", n], check=False, timeout=30
-        ).stdout.strip()
-        != "true"
-    )
+    # kind starts its nodes with --restart=on-failure:1: the engine may bring them back by itself.
+    back = wait_for(lambda: running_before <= kind_nodes_running(), 120, every=2.0)
+    stopped = sorted(running_before - kind_nodes_running())
     checks.append(
-        Check(
+        Check.of(
             "kind nodes after the engine restart",
-            Status.PASS if not stopped else Status.FAIL,
-            "all running again"
-            if not stopped
-            else f"not running: {', '.join(stopped)} (KindCluster.create recreates an unusable cluster; "
-            "or 'docker start' them)",
+            not stopped,
+            f"all {len(running_before)} running again after {back:.0f} s"
+            if back is not None
+            else f"not running: {', '.join(stopped)} (the next KindCluster.create recreates a cluster whose "
+            "nodes stopped; or 'docker start' them)",
         )
     )
-    KindCluster(name=FAULT_CLUSTER).delete()
+    try:
+        KindCluster(name=FAULT_CLUSTER).delete()
+    except HarnessError as exc:
+        checks.append(failed(f"delete {FAULT_CLUSTER}", exc))
     return checks
 
 
@@ -585,29 +640,35 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown part(s) {unknown}; choose from {PARTS}")
 
+    # Started in the background by a shell without job control (nohup ... &), SIGINT is ignored and
+    # children inherit that: the interrupt checks would test nothing. Children of a process with a
+    # handler start with the default disposition.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = datetime.now(UTC)
     checks: list[Check] = []
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        work = Path(tmp)
-        shared = KindCluster(name=args.cluster_name or default_name())
-        shared.create()
-        say(f"shared cluster {shared.name} ({'reused' if shared.reused else 'created'})")
-        steps: dict[str, Callable[[], list[Check]]] = {
-            "runs": lambda: check_runs(shared, args.runs, work),
-            "interrupts": lambda: check_interrupts(shared, work),
-            "faults": lambda: check_faults(shared, work),
-        }
-        for part, run in steps.items():
-            if part not in parts:
-                continue
-            say(f"== {part}")
-            try:
-                checks += run()
-            except Exception as exc:  # noqa: BLE001 - report it as a failed check and go on
-                checks.append(failed(part, exc))
-        if args.engine_fault:
-            say("== engine fault (stops the Docker engine for everyone)")
+    work = ROOT / "artifacts" / f"soak-{started:%Y%m%dT%H%M%SZ}"  # the child runs' output and reports
+    shared = KindCluster(name=args.cluster_name or default_name())
+    shared.create()
+    say(f"shared cluster {shared.name} ({'reused' if shared.reused else 'created'})")
+    steps: dict[str, Callable[[], list[Check]]] = {
+        "runs": lambda: check_runs(shared, args.runs, work),
+        "interrupts": lambda: check_interrupts(shared, work),
+        "faults": lambda: check_faults(shared, work),
+    }
+    for part, run in steps.items():
+        if part not in parts:
+            continue
+        say(f"== {part}")
+        try:
+            checks += run()
+        except Exception as exc:  # noqa: BLE001 - report it as a failed check and go on
+            checks.append(failed(part, exc))
+    if args.engine_fault:
+        say("== engine fault (stops the Docker engine for everyone)")
+        try:
             checks += check_engine_fault(work)
+        except Exception as exc:  # noqa: BLE001 - report it; the check restarted the engine
+            checks.append(failed("engine fault", exc))
 
     print()
     print(
@@ -629,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(f"json: {path}")
+    print(f"output and reports of the child runs: {work}")
     return 1 if any(c.status is Status.FAIL for c in checks) else 0
 
 
