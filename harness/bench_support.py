@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -227,15 +227,21 @@ def first_visible(
 
     Observations are replayed in arrival order (a DELETED pod leaves the set).
     """
+    for at, pods in _replay(observations, namespace):
+        if pods_show(pods.values(), state, min_pods=min_pods):
+            return at
+    return None
+
+
+def _replay(observations: Iterable[Observation], namespace: str) -> Iterator[tuple[float, dict[str, Obj]]]:
+    """The namespace's pods after each observation, in arrival order (a DELETED pod leaves the set)."""
     pods: dict[str, Obj] = {}
     for obs in sorted((o for o in observations if o.namespace == namespace), key=lambda o: o.at):
         if obs.kind == "DELETED":
             pods.pop(obs.name, None)
         else:
             pods[obs.name] = obs.pod
-        if pods_show(pods.values(), state, min_pods=min_pods):
-            return obs.at
-    return None
+        yield obs.at, pods
 
 
 def first_waiting_reason(observations: Iterable[Observation], namespace: str, reason: str) -> float | None:
@@ -259,12 +265,7 @@ def parse_k8s_time(text: str | None) -> float | None:
 def server_ready_time(observations: Iterable[Observation], namespace: str, *, min_pods: int = 1) -> float | None:
     """When the API server says the namespace's pods became Ready: the latest Ready lastTransitionTime
     among the pods at the first moment all were Ready (one-second resolution, truncated)."""
-    pods: dict[str, Obj] = {}
-    for obs in sorted((o for o in observations if o.namespace == namespace), key=lambda o: o.at):
-        if obs.kind == "DELETED":
-            pods.pop(obs.name, None)
-        else:
-            pods[obs.name] = obs.pod
+    for _at, pods in _replay(observations, namespace):
         if pods_show(pods.values(), VisibleState.HEALTHY, min_pods=min_pods):
             times = [
                 parse_k8s_time(str((_ready_condition(p) or {}).get("lastTransitionTime") or "")) for p in pods.values()
