@@ -20,7 +20,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
 
 from harness import tools
 from harness.errors import ClusterGone, GuardRefused, HarnessError, ToolError
@@ -311,8 +311,7 @@ class KindCluster:
             }
         )
         for filename, args in commands.items():
-            result = tools.run([*kubectl, *args], check=False, timeout=60)
-            (directory / filename).write_text(result.stdout + result.stderr)
+            (directory / filename).write_text(_evidence_text([*kubectl, *args]))
         try:
             self.export_logs(directory / "kind-logs")
         except HarnessError as exc:
@@ -323,6 +322,27 @@ class KindCluster:
         directory.mkdir(parents=True, exist_ok=True)
         tools.run([self.kind, "export", "logs", str(directory), "--name", self.name], timeout=600)
         return directory
+
+
+# The kubelet keeps one dead container per pod container: when a crash-looping container exits
+# again, the older one is removed while the pod status may still name it for a moment.
+_LOG_GONE = "unable to retrieve container logs"
+
+
+def _evidence_text(argv: list[str]) -> str:
+    """One kubectl command's output for the evidence; re-asked for a few seconds while a log it names is gone."""
+
+    def once() -> str:
+        result = tools.run(argv, check=False, timeout=60)
+        return result.stdout + result.stderr
+
+    retrying = Retrying(
+        stop=stop_after_delay(10),
+        wait=wait_exponential(multiplier=0.5, max=2),
+        retry=retry_if_result(lambda text: _LOG_GONE in text),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else "",
+    )
+    return str(retrying(once))
 
 
 def _normalise_ref(ref: str) -> str:

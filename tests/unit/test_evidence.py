@@ -1,0 +1,47 @@
+"""Evidence commands re-ask kubectl while a log the pod status names has just been removed.
+
+The kubelet keeps one dead container per pod container; the real race is seen on clusters
+(tests/e2e/test_cluster_lifecycle.py). Here a stand-in for tools.run plays the two answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness import cluster, tools
+
+GONE = "[pod/crashy-1/main] unable to retrieve container logs for containerd://abc"
+
+
+def scripted(monkeypatch: pytest.MonkeyPatch, answers: list[str]) -> list[list[str]]:
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], **_: Any) -> tools.Result:
+        calls.append(argv)
+        text = answers[min(len(calls), len(answers)) - 1]
+        return tools.Result(tuple(argv), 0, text, "")
+
+    monkeypatch.setattr(cluster.tools, "run", run)
+    return calls
+
+
+def test_log_gone_is_asked_again_until_the_status_catches_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = scripted(monkeypatch, [GONE, "[pod/crashy-1/main] the real last words\n"])
+    assert cluster._evidence_text(["kubectl", "logs", "--previous"]) == "[pod/crashy-1/main] the real last words\n"
+    assert len(calls) == 2
+
+
+def test_other_output_is_taken_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = scripted(monkeypatch, ["Name: crashy-1\n"])
+    assert cluster._evidence_text(["kubectl", "describe", "pods"]) == "Name: crashy-1\n"
+    assert len(calls) == 1
+
+
+def test_a_log_that_stays_gone_is_written_as_kubectl_said_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(0, 1000, 5))
+    monkeypatch.setattr(cluster.time, "monotonic", lambda: float(next(clock)))
+    calls = scripted(monkeypatch, [GONE])
+    assert cluster._evidence_text(["kubectl", "logs", "--previous"]) == GONE
+    assert 1 < len(calls) < 10
