@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
+import urllib3
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -175,10 +176,10 @@ class KindCluster:
     # -- API -------------------------------------------------------------------------------
 
     def api_client(self) -> k8s.ApiClient:
+        """A client of this cluster's API server whose every call is bounded in time (see BoundedApiClient)."""
         if not self.kubeconfig.exists():
             raise ClusterGone(f"no kubeconfig for cluster {self.name!r}", "create it first ('make cluster')")
-        api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(self.kubeconfig))
-        return api
+        return BoundedApiClient.from_kubeconfig(self.kubeconfig)
 
     @cached_property
     def core(self) -> k8s.CoreV1Api:
@@ -224,10 +225,12 @@ class KindCluster:
             items = {i.metadata.name: i for i in listed.items}
             if done(list(items.values())):
                 return
+            server_timeout = max(1, int(min(remaining, 60)))
             stream = watch.Watch().stream(
                 lister(),
                 resource_version=listed.metadata.resource_version,
-                timeout_seconds=max(1, int(min(remaining, 60))),
+                timeout_seconds=server_timeout,
+                _request_timeout=(REQUEST_TIMEOUT[0], server_timeout + REQUEST_TIMEOUT[1]),
                 **kwargs,
             )
             for event in stream:
@@ -363,6 +366,47 @@ def _pod_running_ready(pod: Any) -> bool:
         return True
     ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
     return bool(pod.status.phase == "Running" and ready)
+
+
+REQUEST_TIMEOUT = (10.0, 30.0)  # (connect, read) seconds for one API call that names none
+
+
+class BoundedApiClient(k8s.ApiClient):
+    """An ApiClient whose calls give up instead of waiting forever on a node that stopped answering.
+
+    A paused or frozen kind node still accepts TCP connections and then never answers; the
+    kubernetes client's default is to wait without limit. Every call that names no timeout
+    gets REQUEST_TIMEOUT; watches (``watch=true``) and followed logs (``follow=true``) keep
+    theirs, because they are meant to stay open. A read that timed out is not retried.
+    """
+
+    request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Path) -> BoundedApiClient:
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        configuration.retries = urllib3.Retry(total=3, read=0, redirect=0)
+        return cls(configuration)
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        if _request_timeout is None and not _streams(url):
+            _request_timeout = self.request_timeout
+        return super().call_api(method, url, header_params, body, post_params, _request_timeout)
+
+
+def _streams(url: str) -> bool:
+    """The request stays open by design: a watch, or a log that is followed."""
+    query = parse_qs(urlparse(url).query)
+    return any(value.lower() == "true" for key in ("watch", "follow") for value in query.get(key, []))
 
 
 def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None, *, label: str = MANAGED_LABEL) -> None:

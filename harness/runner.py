@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -126,11 +127,27 @@ class _Run:
         began = time.monotonic()
         self.o.say(f"==> {name}")
         try:
-            yield
+            try:
+                yield
+            except urllib3.exceptions.HTTPError as exc:  # a call that timed out or lost its connection
+                raise self._unanswered(name, exc) from exc
         except BaseException as exc:
             self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.FAILED, _first_line(exc)))
             raise
         self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.OK))
+
+    def _unanswered(self, step: str, exc: BaseException) -> HarnessError:
+        """What an API call that got no answer means: the cluster stopped answering, or (rarely) one slow call."""
+        if self.cluster is None:
+            return HarnessError(f"{step}: {_first_line(exc)}")
+        problem = api_problem(self.cluster.kubeconfig)
+        if problem is None:
+            return HarnessError(
+                f"{step}: an API call of cluster {self.cluster.name!r} got no answer ({_first_line(exc)[:200]}), "
+                "though the API server answers now",
+                "run again; if it repeats, look at the API server's load ('make doctor')",
+            )
+        return cluster_gone(self.cluster.name, f"stopped answering during '{step}' ({problem}): no verdict")
 
     def prepare_cluster(self) -> None:
         with self.step("cluster"):
@@ -250,7 +267,9 @@ class _Run:
                 init_image=init_image,
                 patches=w.patch,
             )
-            self.work = workload.apply(self.cluster.api_client(), docs, w.deployment)
+            api = self.cluster.api_client()
+            with self.supervised("applying the workload") as gate:
+                self.work = gate.run(lambda: workload.apply(api, docs, w.deployment))
             self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
 
     def _emulated_platform(self) -> Platform | None:
@@ -467,6 +486,15 @@ def api_problem(kubeconfig: Path, timeout: float = API_PROBE_TIMEOUT) -> str | N
     return None
 
 
+def cluster_gone(name: str, what: str) -> ClusterGone:
+    """ClusterGone for cluster name, with what to look at and how to recover."""
+    return ClusterGone(
+        f"cluster {name!r} {what}",
+        f"check its node with 'docker ps -a --filter label=io.x-k8s.kind.cluster={name}' "
+        f"(paused? stopped? gone?); unpause or delete it ('kind delete cluster --name {name}') and run again",
+    )
+
+
 class _Supervisor:
     """Runs one watch in a helper thread; raises ClusterGone once the API server stops answering.
 
@@ -524,12 +552,9 @@ class _Supervisor:
             silent = time.monotonic() - failing_since
             if silent >= self.gone_after:
                 self.close()
-                raise ClusterGone(
-                    f"cluster {self.cluster.name!r} stopped answering while {self.what} "
-                    f"({problem}; for {silent:.0f} s): no verdict",
-                    f"check its node with 'docker ps -a --filter label=io.x-k8s.kind.cluster={self.cluster.name}' "
-                    f"(paused? stopped? gone?); unpause or delete it ('kind delete cluster --name "
-                    f"{self.cluster.name}') and run again",
+                raise cluster_gone(
+                    self.cluster.name,
+                    f"stopped answering while {self.what} ({problem}; for {silent:.0f} s): no verdict",
                 )
         if errors:
             raise errors[0]
