@@ -857,6 +857,13 @@ class _Tracker:
         self.phases: set[str] = set()
         self.logs: dict[str, tuple[str, ...]] = {}  # container ID -> log lines
         self.shown_logs: dict[str, tuple[str, ...]] = {}  # pod/container -> last lines shown
+        self.last_note = ""
+
+    def note_once(self, text: str) -> None:
+        """A note from the harness, unless the last one said the same."""
+        if text != self.last_note:
+            self.last_note = text
+            self.add("note", "harness", text)
 
     def add(self, kind: EvidenceKind, subject: str, text: str) -> None:
         evidence = Evidence(self.clock.wall(), kind, subject, text, round(self.clock.elapsed(), 3))
@@ -1148,6 +1155,7 @@ def watch_workload(
     decided: Outcome
     healthy_since: float | None = None
     healthy_restarts: dict[str, int] = {}
+    freeing = _Freeing(api, core)
     try:
         while True:
             if logs:
@@ -1155,6 +1163,16 @@ def watch_workload(
             current = _decide(tracker.live_states(), tracker.event_list(), emulated, min_pods)
             now = time.monotonic()
             wait = deadline - now
+            if current is Outcome.UNSCHEDULABLE and wait > 0 and _short_of_resources(tracker):
+                # A rollout on a full node: the pods being replaced still hold the CPU and memory.
+                holders = freeing.holders(now)
+                if holders:
+                    tracker.note_once(
+                        f"not enough CPU or memory yet: {len(holders)} pod(s) being deleted still hold theirs "
+                        f"({', '.join(holders[:3])}{' ...' if len(holders) > 3 else ''}); waiting for them to go"
+                    )
+                    current = Outcome.PENDING
+                    wait = min(wait, freeing.every)
             if current in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
                 snapshot = tracker.restart_snapshot()
                 if healthy_since is None or snapshot != healthy_restarts:
@@ -1196,6 +1214,59 @@ def watch_workload(
             s.close()
 
     return _verdict(api, core, namespace, selector, tracker, clock, decided, timeout, logs)
+
+
+class _Freeing:
+    """The pods being deleted in the whole cluster (namespace/name), asked at most once every `every` seconds."""
+
+    def __init__(self, api: _Api, core: CoreV1Api, every: float = 2.0) -> None:
+        self.api, self.core, self.every = api, core, every
+        self.asked_at: float | None = None
+        self.last: list[str] = []
+
+    def holders(self, now: float) -> list[str]:
+        if self.asked_at is None or now - self.asked_at >= self.every:
+            resp = self.api.call(
+                "listing pods being deleted",
+                self.core.list_pod_for_all_namespaces,
+                _preload_content=False,
+                _request_timeout=(5, 20),
+            )
+            items = json.loads(_response_bytes(resp) or b"{}").get("items") or []
+            self.last = sorted(
+                f"{_str(_get(i, 'metadata', 'namespace'))}/{_str(_get(i, 'metadata', 'name'))}"
+                for i in items
+                if isinstance(i, dict) and _get(i, "metadata", "deletionTimestamp") is not None
+            )
+            self.asked_at = now
+        return self.last
+
+
+def _short_of_resources(tracker: _Tracker) -> bool:
+    """Every reason the watched pods are not scheduled includes a node that lacks only resources."""
+    messages = []
+    for state in tracker.live_states():
+        if state.unschedulable_message:
+            messages.append(state.unschedulable_message)
+        elif state.scheduled is None:
+            messages += [
+                _str(e.get("message"))
+                for e in _events_for(tracker.event_list(), state.name)
+                if _str(e.get("reason")) == "FailedScheduling"
+            ]
+    return bool(messages) and all(_lacks_resources(m) for m in messages)
+
+
+def _lacks_resources(message: str) -> bool:
+    """Some node would take the pod but for resources (Insufficient cpu, memory, pods ...).
+
+    The scheduler's message: "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had
+    untolerated taint {...}. no new claims to deallocate, preemption: ..."; only the first
+    sentence, the nodes' reasons, counts.
+    """
+    _, _, rest = message.partition("are available:")
+    reasons = re.split(r"\.(?:\s|$)", rest, maxsplit=1)[0]
+    return any(re.match(r"\s*\d+ Insufficient ", reason) for reason in reasons.split(","))
 
 
 def _apply(tracker: _Tracker, m: _Message) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from harness import outcomes, workload
+from harness.cluster import KindCluster
 from harness.outcomes import Outcome, Verdict
 from harness.platforms import Expectation, Platform, expected_outcome, read_binfmt
 from harness.workload import Workload
@@ -143,3 +145,58 @@ def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
     assert first_line.startswith("expected Healthy, got CrashLoopBackOff"), first_line
     assert "exec format error" in message, message
     assert "no decision within" not in message, message
+
+
+def _free_cpu_millis(kind_cluster: KindCluster, node_name: str) -> int:
+    """The node's allocatable CPU minus what the pods placed on it request (millicores)."""
+    node = kind_cluster.core.read_node(node_name)
+    free = _millis(node.status.allocatable["cpu"])
+    pods = kind_cluster.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}").items
+    for pod in pods:
+        if pod.status.phase in ("Succeeded", "Failed"):
+            continue
+        for c in pod.spec.containers:
+            free -= _millis(((c.resources and c.resources.requests) or {}).get("cpu", "0"))
+    return free
+
+
+def _millis(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
+    kind_cluster: KindCluster,
+    httpd_deployment: Callable[..., list[dict[str, Any]]],
+    httpd_images: dict[str, str],
+    deploy: Deploy,
+    expect_outcome: ExpectOutcome,
+) -> None:
+    """The new pod of a rollout does not fit until the old one is gone: Pending for a while, then healthy.
+
+    One replica asks for 60 % of the node's free CPU, so the old and the new pod never fit
+    together; maxUnavailable=1 deletes the old pod as the new one is made, and a preStop hook
+    keeps it terminating (holding its CPU) for some seconds. The scheduler first reports the
+    new pod "Insufficient cpu"; the verdict must wait for the old pod to go, not call it
+    Unschedulable.
+    """
+    node = kind_cluster.nodes()[0]
+    request = f"{int(_free_cpu_millis(kind_cluster, node) * 0.6)}m"
+    docs = httpd_deployment(
+        "full-node", terminationGracePeriodSeconds=15, nodeSelector={"kubernetes.io/hostname": node}
+    )
+    docs[0]["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"requests": {"cpu": request}}
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["/bin/busybox", "sleep", "6"]}}}
+    applied = deploy(docs, image=httpd_images["native"])
+    expect_outcome(applied, Outcome.HEALTHY, timeout=90)
+
+    workload.rollout_restart(kind_cluster.apps, applied.namespace, "full-node")
+    verdict = outcomes.wait_deployment_available(
+        kind_cluster.apps, kind_cluster.core, applied.namespace, "full-node", 120
+    )
+
+    said = [e.text for e in verdict.timeline]
+    assert verdict.outcome is Outcome.HEALTHY, "\n".join(said)
+    assert any("Insufficient cpu" in t for t in said), said  # the new pod really did not fit at first
+    assert any("being deleted still hold" in t for t in said), said

@@ -31,6 +31,7 @@ from harness.outcomes import (
     Evidence,
     Outcome,
     RolloutStatus,
+    _lacks_resources,
     classify_pod,
     classify_workload,
     created_after,
@@ -812,3 +813,30 @@ def test_min_restarts_not_reached_by_the_deadline_is_still_a_crash_loop(core: Fa
     )
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert 0.5 <= verdict.seconds < 2
+
+
+@pytest.mark.parametrize(
+    ("message", "short"),
+    [
+        (
+            "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, preemption: "
+            "0/1 nodes are available: 1 No preemption victims found for incoming pod.",
+            True,
+        ),
+        (
+            "0/2 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint "
+            "{node-role.kubernetes.io/control-plane: }. preemption: 0/2 nodes are available: "
+            "1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling.",
+            True,
+        ),
+        (
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: "
+            "0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+            False,
+        ),
+        ("0/1 nodes are available: 1 node(s) had untolerated taint {x: }. Insufficient cpu elsewhere", False),
+        ("", False),
+    ],
+)
+def test_short_of_resources_reads_only_the_nodes_reasons(message: str, short: bool) -> None:
+    assert _lacks_resources(message) is short
