@@ -38,7 +38,7 @@ from harness.runner import ExitStatus, RunOptions, RunResult, run_scenario
 from harness.scenario import SCENARIO_DIR, load
 from harness.tools import REPO_ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.seed]
 
 SEED = SCENARIO_DIR / "arm64-on-amd64.yaml"
 EXEC_FORMAT_LINE = "exec /usr/local/bin/uvicorn: exec format error"
