@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_af
 
 from harness import tools
 from harness.errors import ClusterGone, GuardRefused, HarnessError, ToolError
+from harness.outcomes import LOG_GONE
 
 MANAGED_LABEL = "incident-harness.io/managed"
 REGISTRY_FREE_REPO = "incident-harness/node"
@@ -301,7 +302,7 @@ class KindCluster:
         """Describe, events, objects and logs of a namespace, plus kind's node logs, into directory."""
         directory.mkdir(parents=True, exist_ok=True)
         kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.kubeconfig), "-n", namespace]
-        logs = ["logs", "--all-containers", "--prefix", "-l", selector or MANAGED_LABEL]
+        selector = selector or MANAGED_LABEL
         commands = (
             {}
             if not namespace
@@ -309,17 +310,44 @@ class KindCluster:
                 "describe-pods.txt": ["describe", "pods"],
                 "events.txt": ["get", "events", "--sort-by=.lastTimestamp"],
                 "objects.yaml": ["get", "deploy,rs,pods,svc,endpoints", "-o", "yaml"],
-                "logs-previous.txt": [*logs, "--previous"],
-                "logs.txt": logs,
+                "logs.txt": ["logs", "--all-containers", "--prefix", "-l", selector],
             }
         )
         for filename, args in commands.items():
             (directory / filename).write_text(_evidence_text([*kubectl, *args]))
+        if namespace:
+            (directory / "logs-previous.txt").write_text(self._last_words(kubectl, namespace, selector))
         try:
             self.export_logs(directory / "kind-logs")
         except HarnessError as exc:
             (directory / "kind-logs.error.txt").write_text(str(exc))
         return directory
+
+    def _last_words(self, kubectl: list[str], namespace: str, selector: str) -> str:
+        """The log of every container's last terminated instance, each line prefixed [pod/name/container].
+
+        `kubectl logs --previous` is right only while a newer instance runs: while the pod shows
+        the exit (Terminated, "Error") or waits in CrashLoopBackOff, the last terminated instance
+        is the current one, and --previous names the one before it, already removed by the kubelet.
+        """
+        try:
+            pods: list[Any] = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        except Exception as exc:  # noqa: BLE001 - evidence is best effort; say why it is missing
+            return f"listing pods in {namespace} failed: {exc}\n"
+        chunks = []
+        for pod in pods:
+            statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+            for status in statuses:
+                running = status.state is not None and status.state.running is not None
+                ended_before = status.last_state is not None and status.last_state.terminated is not None
+                ended_now = status.state is not None and status.state.terminated is not None
+                if not (ended_before or ended_now):
+                    continue
+                name = pod.metadata.name
+                args = ["logs", name, "-c", status.name, *(["--previous"] if running else [])]
+                text = _evidence_text([*kubectl, *args])
+                chunks += [f"[pod/{name}/{status.name}] {line}" for line in text.splitlines()]
+        return "\n".join(chunks) + "\n" if chunks else "no container of these pods has terminated\n"
 
     def export_logs(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -327,13 +355,12 @@ class KindCluster:
         return directory
 
 
-# The kubelet keeps one dead container per pod container: when a crash-looping container exits
-# again, the older one is removed while the pod status may still name it for a moment.
-_LOG_GONE = "unable to retrieve container logs"
-
-
 def _evidence_text(argv: list[str]) -> str:
-    """One kubectl command's output for the evidence; re-asked for a few seconds while a log it names is gone."""
+    """One kubectl command's output for the evidence; re-asked for a few seconds while a log it names is gone.
+
+    The kubelet keeps one dead instance per container: when a crash-looping container exits again,
+    the older one is removed while the pod status may still name it for a moment.
+    """
 
     def once() -> str:
         result = tools.run(argv, check=False, timeout=60)
@@ -342,7 +369,7 @@ def _evidence_text(argv: list[str]) -> str:
     retrying = Retrying(
         stop=stop_after_delay(10),
         wait=wait_exponential(multiplier=0.5, max=2),
-        retry=retry_if_result(lambda text: _LOG_GONE in text),
+        retry=retry_if_result(lambda text: LOG_GONE in text),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else "",
     )
     return str(retrying(once))

@@ -128,6 +128,8 @@ _TRANSIENT_TAINTS: Final = (
     "node.kubernetes.io/network-unavailable",
     "node.cloudprovider.kubernetes.io/uninitialized",
 )
+# The kubelet's answer (HTTP 200) for a container instance it has removed; it is no log line.
+LOG_GONE: Final = "unable to retrieve container logs"
 EXEC_FORMAT_RE: Final = re.compile(r"exec format error", re.IGNORECASE)
 LOG_TAIL_LINES: Final = 50
 _TIMELINE_LOG_LINES: Final = 8
@@ -1066,6 +1068,8 @@ def _read_log(api: _Api, core: CoreV1Api, namespace: str, pod: str, container: s
                 continue
             raise
         text = _response_bytes(resp).decode("utf-8", "replace")
+        if text.startswith(LOG_GONE):  # a 200 whose body says the instance was removed: not its log
+            continue
         return tuple(line.rstrip("\r") for line in text.splitlines() if line.strip())
     return ()
 

@@ -20,9 +20,10 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from harness import tools
+from harness import tools, workload
 from harness.cluster import MANAGED_LABEL, KindCluster, ensure_harness_context
 from harness.errors import GuardRefused
 from harness.platforms import node_platform
@@ -242,3 +243,58 @@ def test_failed_test_leaves_describe_events_and_logs(
         assert exc.status == 404, exc
     else:
         assert namespace.metadata.deletion_timestamp is not None, f"namespace {match.group(1)} was left behind"
+
+
+def _wait_for_container(kind_cluster: KindCluster, namespace: str, wanted: Any, what: str) -> None:
+    """Watch the namespace's pods until wanted(container status) holds for one of them (bounded)."""
+    for event in watch.Watch().stream(kind_cluster.core.list_namespaced_pod, namespace, timeout_seconds=90):
+        statuses = event["object"].status.container_statuses or []
+        if any(wanted(s) for s in statuses):
+            return
+    raise AssertionError(f"no container of {namespace} was {what} within 90 s")
+
+
+def test_evidence_keeps_the_last_words_in_every_phase_of_a_crash_loop(
+    kind_cluster: KindCluster, harness_namespace: str, tmp_path: Path
+) -> None:
+    """logs-previous.txt holds the last terminated instance's log whatever the pod shows.
+
+    Right after an exit the pod shows Terminated ("Error") for up to the back-off: then the last
+    instance is the current one, and `kubectl logs --previous` answers "unable to retrieve
+    container logs" (the instance before it is gone). While it waits in CrashLoopBackOff, and
+    once a new instance runs, the last words are those of the previous instance.
+    """
+    node = kind_cluster.core.list_node().items[0]
+    native = node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+    image = ensure_busybox_httpd(str(native)).ref
+    kind_cluster.load_image(image)
+    marker = f"last-words-{secrets.token_hex(4)}"
+    container = {"name": "main", "image": image, "command": ["/bin/busybox", "sh", "-c", f"echo {marker} >&2; exit 3"]}
+    pod = {"terminationGracePeriodSeconds": 0, "containers": [container]}
+    docs = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "last-words"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "last-words"}},
+                "template": {"metadata": {"labels": {"app": "last-words"}}, "spec": pod},
+            },
+        }
+    ]
+    rendered = workload.render(docs, namespace=harness_namespace, image=image, pull_policy="IfNotPresent")
+    applied = workload.apply(kind_cluster.api_client(), rendered)
+
+    phases = {
+        "Terminated after a restart": lambda s: s.restart_count >= 1 and s.state.terminated is not None,
+        "waiting in CrashLoopBackOff": lambda s: (
+            s.state.waiting is not None and s.state.waiting.reason == "CrashLoopBackOff"
+        ),
+    }
+    for what, wanted in phases.items():
+        _wait_for_container(kind_cluster, harness_namespace, wanted, what)
+        saved = kind_cluster.collect_evidence(harness_namespace, applied.selector, tmp_path / what.split()[0])
+        last_words = (saved / "logs-previous.txt").read_text()
+        assert marker in last_words, f"{what}: {last_words}"
+        assert "unable to retrieve" not in last_words, f"{what}: {last_words}"

@@ -840,3 +840,18 @@ def test_min_restarts_not_reached_by_the_deadline_is_still_a_crash_loop(core: Fa
 )
 def test_short_of_resources_reads_only_the_nodes_reasons(message: str, short: bool) -> None:
     assert _lacks_resources(message) is short
+
+
+def test_a_log_the_kubelet_removed_is_no_log_line() -> None:
+    """The kubelet answers 200 "unable to retrieve container logs ..." for a removed instance."""
+    from harness.outcomes import LOG_GONE, _Api, _read_log
+
+    fake = FakeCore()
+    fake.logs[("p", "c", "previous")] = f"{LOG_GONE} for containerd://abc"
+    fake.logs[("p", "c", "current")] = "exec /usr/local/bin/uvicorn: exec format error\n"
+    api = _Api("https://127.0.0.1:6443", 1.0)
+    assert _read_log(api, as_core(fake), "ns", "p", "c", previous=True) == (
+        "exec /usr/local/bin/uvicorn: exec format error",
+    )
+    fake.logs[("p", "c", "current")] = f"{LOG_GONE} for containerd://abc"
+    assert _read_log(api, as_core(fake), "ns", "p", "c", previous=True) == ()
