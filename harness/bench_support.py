@@ -426,6 +426,17 @@ def free_cpu(allocatable: str, pods: Iterable[Obj]) -> int:
     return cpu_millis(allocatable) - used
 
 
+def node_free_cpu(core: k8s.CoreV1Api, node_name: str | None = None) -> int:
+    """Millicores of a node (default: the first) that no pod requests yet."""
+    serialize = core.api_client.sanitize_for_serialization
+    node: dict[str, Any] = serialize(core.read_node(node_name) if node_name else core.list_node().items[0])
+    name = node["metadata"]["name"]
+    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
+    return free_cpu(
+        str((node.get("status") or {}).get("allocatable", {}).get("cpu", "0")), [serialize(p) for p in pods]
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Listings (before/after) and soak checks
 

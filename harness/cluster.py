@@ -410,10 +410,11 @@ class BoundedApiClient(k8s.ApiClient):
     request_timeout: tuple[float, float] = REQUEST_TIMEOUT
 
     @classmethod
-    def from_kubeconfig(cls, kubeconfig: Path) -> BoundedApiClient:
+    def from_kubeconfig(cls, kubeconfig: Path, *, retries: urllib3.Retry | bool | None = None) -> BoundedApiClient:
+        """A client for kubeconfig's current context; retries: urllib3's (default: connection errors only)."""
         configuration = k8s.Configuration()
         k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        configuration.retries = urllib3.Retry(total=3, read=0, redirect=0)
+        configuration.retries = urllib3.Retry(total=3, read=0, redirect=0) if retries is None else retries
         return cls(configuration)
 
     def call_api(

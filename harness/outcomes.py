@@ -424,8 +424,7 @@ def _decide(
     failures = [s.outcome for s in live if s.outcome is not None and s.outcome in FAILURES]
     for s in live:
         # An event may tell before the status does (the scheduler writes both, in either order).
-        pod_events = _events_for(events, s.name)
-        if s.scheduled is None and any(_str(e.get("reason")) == "FailedScheduling" for e in pod_events):
+        if s.scheduled is None and _failed_scheduling(events, s.name):
             failures.append(Outcome.UNSCHEDULABLE)
     if failures:
         return min(failures, key=_PRECEDENCE.index)
@@ -434,6 +433,13 @@ def _decide(
     if live and all(s.outcome is Outcome.PENDING for s in live):
         return Outcome.PENDING
     return None
+
+
+def _failed_scheduling(events: Iterable[Mapping[str, Any]], pod_name: str) -> list[str]:
+    """The scheduler's FailedScheduling messages for a pod."""
+    return [
+        _str(e.get("message")) for e in _events_for(events, pod_name) if _str(e.get("reason")) == "FailedScheduling"
+    ]
 
 
 def classify_workload(
@@ -1253,11 +1259,7 @@ def _short_of_resources(tracker: _Tracker) -> bool:
         if state.unschedulable_message:
             messages.append(state.unschedulable_message)
         elif state.scheduled is None:
-            messages += [
-                _str(e.get("message"))
-                for e in _events_for(tracker.event_list(), state.name)
-                if _str(e.get("reason")) == "FailedScheduling"
-            ]
+            messages += _failed_scheduling(tracker.event_list(), state.name)
     return bool(messages) and all(_lacks_resources(m) for m in messages)
 
 

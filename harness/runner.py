@@ -31,10 +31,9 @@ from typing import TypeVar
 
 import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from harness import images, outcomes, platforms, tools, workload
-from harness.cluster import KindCluster
+from harness.cluster import BoundedApiClient, KindCluster
 from harness.errors import ClusterGone, HarnessError
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import Platform
@@ -468,14 +467,8 @@ def api_problem(kubeconfig: Path, timeout: float = API_PROBE_TIMEOUT) -> str | N
     within the timeout, not after urllib3's retries.
     """
     try:
-        configuration = k8s.Configuration()
-        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        configuration.retries = False
-        api = k8s.ApiClient(configuration)
-        try:
+        with BoundedApiClient.from_kubeconfig(kubeconfig, retries=False) as api:
             k8s.VersionApi(api).get_code(_request_timeout=(timeout, timeout))
-        finally:
-            api.close()
     except Exception as exc:  # noqa: BLE001 - any failure means: not answering
         text = _first_line(exc)
         if "timed out" in text.lower():

@@ -57,9 +57,9 @@ from harness.bench_support import (  # noqa: E402
     first_visible,
     first_waiting_reason,
     format_table,
-    free_cpu,
     kubectl,
     kubectl_wait_baseline,
+    node_free_cpu,
     peak_cpu_request,
     poll_baseline,
     save_observations,
@@ -514,17 +514,6 @@ def run_many(
     return time.monotonic() - began, results
 
 
-def node_free_cpu(shared: KindCluster) -> int:
-    """Millicores of the (first) node that no pod requests yet."""
-    serialize = shared.core.api_client.sanitize_for_serialization
-    node: dict[str, Any] = serialize(shared.core.list_node().items[0])
-    name = node["metadata"]["name"]
-    pods = shared.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}").items
-    return free_cpu(
-        str((node.get("status") or {}).get("allocatable", {}).get("cpu", "0")), [serialize(p) for p in pods]
-    )
-
-
 def peak_request(seed: scenario.Scenario) -> int:
     docs = workload.render(workload.load_manifests(seed.workload.manifests), namespace="x", patches=seed.workload.patch)
     return peak_cpu_request(docs)
@@ -556,7 +545,7 @@ def bench_scale(shared: KindCluster, work: Path) -> Section:
     data: dict[str, Any] = {}
     seed = scenario.load(SEED)
     plan: list[tuple[str, int, scenario.Scenario]] = [(str(n), n, seed) for n in SCALE_SIZES]
-    free = node_free_cpu(shared)
+    free = node_free_cpu(shared.core)
     biggest = SCALE_SIZES[-1]
     if biggest * peak_request(seed) > free:
         small = with_replicas(seed, 1)
@@ -567,7 +556,7 @@ def bench_scale(shared: KindCluster, work: Path) -> Section:
         # Every row starts on an equal footing: the namespaces of the row before are gone.
         left = wait_gone(shared, ours, 120)
         before = load()
-        free = node_free_cpu(shared)
+        free = node_free_cpu(shared.core)
         need = count * peak_request(variant)
         total, results = run_many(shared, variant, count, work)
         totals[label] = total

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from harness import outcomes, workload
+from harness.bench_support import node_free_cpu
 from harness.cluster import KindCluster
 from harness.outcomes import Outcome, Verdict
 from harness.platforms import Expectation, Platform, expected_outcome, read_binfmt
@@ -147,23 +148,6 @@ def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
     assert "no decision within" not in message, message
 
 
-def _free_cpu_millis(kind_cluster: KindCluster, node_name: str) -> int:
-    """The node's allocatable CPU minus what the pods placed on it request (millicores)."""
-    node = kind_cluster.core.read_node(node_name)
-    free = _millis(node.status.allocatable["cpu"])
-    pods = kind_cluster.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node_name}").items
-    for pod in pods:
-        if pod.status.phase in ("Succeeded", "Failed"):
-            continue
-        for c in pod.spec.containers:
-            free -= _millis(((c.resources and c.resources.requests) or {}).get("cpu", "0"))
-    return free
-
-
-def _millis(quantity: str) -> int:
-    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
-
-
 def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
     kind_cluster: KindCluster,
     httpd_deployment: Callable[..., list[dict[str, Any]]],
@@ -180,7 +164,7 @@ def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
     Unschedulable.
     """
     node = kind_cluster.nodes()[0]
-    request = f"{int(_free_cpu_millis(kind_cluster, node) * 0.6)}m"
+    request = f"{int(node_free_cpu(kind_cluster.core, node) * 0.6)}m"
     docs = httpd_deployment(
         "full-node", terminationGracePeriodSeconds=15, nodeSelector={"kubernetes.io/hostname": node}
     )
