@@ -45,7 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import images, outcomes, platforms, scenario, tools, workload  # noqa: E402
-from harness.bench_support import (  # noqa: E402
+from harness.cluster import KindCluster, default_name  # noqa: E402
+from harness.outcomes import Outcome  # noqa: E402
+from harness.platforms import Platform  # noqa: E402
+from harness.runner import ExitStatus, RunOptions, RunResult, run_scenario  # noqa: E402
+from scripts.bench_support import (  # noqa: E402
     STEP_GROUPS,
     Observation,
     PodObserver,
@@ -70,10 +74,6 @@ from harness.bench_support import (  # noqa: E402
     within,
     write_json_atomic,
 )
-from harness.cluster import KindCluster, default_name  # noqa: E402
-from harness.outcomes import Outcome  # noqa: E402
-from harness.platforms import Platform  # noqa: E402
-from harness.runner import ExitStatus, RunOptions, RunResult, run_scenario  # noqa: E402
 
 SEED = "arm64-on-amd64"
 COLD_CLUSTER = "bench-cold"

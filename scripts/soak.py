@@ -37,7 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness import scenario, tools  # noqa: E402
-from harness.bench_support import (  # noqa: E402
+from harness.cluster import KindCluster, default_name  # noqa: E402
+from harness.errors import HarnessError, ToolError  # noqa: E402
+from harness.runner import ExitStatus, RunOptions, run_scenario  # noqa: E402
+from scripts.bench_support import (  # noqa: E402
     Check,
     LiveProcess,
     Status,
@@ -55,9 +58,6 @@ from harness.bench_support import (  # noqa: E402
     step_of,
     write_json_atomic,
 )
-from harness.cluster import KindCluster, default_name  # noqa: E402
-from harness.errors import HarnessError, ToolError  # noqa: E402
-from harness.runner import ExitStatus, RunOptions, run_scenario  # noqa: E402
 
 SEED = "arm64-on-amd64"
 FAULT_CLUSTER = "soak-faults"

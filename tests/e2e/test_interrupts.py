@@ -15,10 +15,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from harness import workload
-from harness.bench_support import LiveProcess
 from harness.cluster import KindCluster
 from harness.runner import ExitStatus
 from harness.tools import REPO_ROOT
+from scripts.bench_support import LiveProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from harness import outcomes, workload
-from harness.bench_support import node_free_cpu
 from harness.cluster import KindCluster
 from harness.outcomes import Outcome, Verdict
 from harness.platforms import Expectation, Platform, expected_outcome, read_binfmt
 from harness.workload import Workload
+from scripts.bench_support import node_free_cpu
 
 pytestmark = pytest.mark.e2e
 

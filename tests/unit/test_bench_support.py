@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.bench_support import (
+from scripts.bench_support import (
     Check,
     Observation,
     Status,
