@@ -1,6 +1,6 @@
 """pytest plugin (entry point pytest11): options, fixtures and markers onto the harness library.
 
-Fixtures: ``kind_cluster`` (session), ``harness_namespace`` (fresh per test), ``image_builder``,
+Fixtures: ``harness_cluster`` (session), ``harness_namespace`` (fresh per test), ``image_builder``,
 ``deploy`` and ``expect_outcome``. Markers: ``e2e`` (needs a real kind cluster) and ``scenario``.
 """
 
@@ -71,7 +71,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def kind_cluster(request: pytest.FixtureRequest) -> Iterator[KindCluster]:
+def harness_cluster(request: pytest.FixtureRequest) -> Iterator[KindCluster]:
     """The session's kind cluster: reused when one of that name exists, else created."""
     opt = request.config.getoption
     cluster = KindCluster(
@@ -101,28 +101,28 @@ class _Namespace:
 
 
 @pytest.fixture
-def harness_namespace(request: pytest.FixtureRequest, kind_cluster: KindCluster) -> Iterator[str]:
+def harness_namespace(request: pytest.FixtureRequest, harness_cluster: KindCluster) -> Iterator[str]:
     """A fresh namespace for the test, deleted afterwards (kept on failure when asked)."""
-    kind_cluster.guard()
-    name = workload.create_namespace(kind_cluster.core, re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:30])
-    ns = _Namespace(kind_cluster, name)
+    harness_cluster.guard()
+    name = workload.create_namespace(harness_cluster.core, re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:30])
+    ns = _Namespace(harness_cluster, name)
     request.node.harness_namespace = ns
     yield name
     call = getattr(request.node, "harness_rep_call", None)
     failed = call is not None and call.failed
     if not (failed and request.config.getoption("--keep-namespace-on-failure")):
-        workload.delete_namespace(kind_cluster.core, name)
+        workload.delete_namespace(harness_cluster.core, name)
 
 
 @pytest.fixture(scope="session")
-def image_builder(kind_cluster: KindCluster) -> Callable[..., str]:
+def image_builder(harness_cluster: KindCluster) -> Callable[..., str]:
     """build(context, platform, repository=..., dockerfile=..., build_args=..., load=True) -> image ref."""
 
     def build(context: Path, platform: Platform | str, *, repository: str, load: bool = True, **kwargs: Any) -> str:
         target = parse_platform(platform) if isinstance(platform, str) else platform
         built = images.build_image(context, target, repository=repository, **kwargs)
         if load:
-            kind_cluster.load_image(built.ref)
+            harness_cluster.load_image(built.ref)
         return built.ref
 
     return build
@@ -130,17 +130,17 @@ def image_builder(kind_cluster: KindCluster) -> Callable[..., str]:
 
 @pytest.fixture
 def deploy(
-    request: pytest.FixtureRequest, kind_cluster: KindCluster, harness_namespace: str
+    request: pytest.FixtureRequest, harness_cluster: KindCluster, harness_namespace: str
 ) -> Callable[..., workload.Workload]:
     """deploy(manifests or objects, image=..., pull_policy="IfNotPresent", ...) -> Workload in the test's namespace."""
 
     def apply(source: list[Path] | list[dict[str, Any]], **render_args: Any) -> workload.Workload:
-        kind_cluster.guard()
+        harness_cluster.guard()
         paths = [p for p in source if isinstance(p, Path)]
         docs = workload.load_manifests(paths) if paths else [d for d in source if isinstance(d, dict)]
         render_args.setdefault("pull_policy", "IfNotPresent")
         rendered = workload.render(docs, namespace=harness_namespace, **render_args)
-        applied = workload.apply(kind_cluster.api_client(), rendered)
+        applied = workload.apply(harness_cluster.api_client(), rendered)
         request.node.harness_namespace.selectors.append(applied.selector)
         return applied
 
@@ -148,14 +148,14 @@ def deploy(
 
 
 @pytest.fixture
-def expect_outcome(kind_cluster: KindCluster) -> Callable[..., Verdict]:
+def expect_outcome(harness_cluster: KindCluster) -> Callable[..., Verdict]:
     """expect_outcome(workload, Outcome.X, timeout=120, **watch_args) -> Verdict; fails with the evidence."""
 
     def expect(
         applied: workload.Workload, wanted: Outcome | set[Outcome], timeout: float = 120, **kwargs: Any
     ) -> Verdict:
         verdict = outcomes.watch_workload(
-            kind_cluster.core, applied.namespace, applied.selector, expect=wanted, timeout=timeout, **kwargs
+            harness_cluster.core, applied.namespace, applied.selector, expect=wanted, timeout=timeout, **kwargs
         )
         if not verdict.satisfies(wanted):
             from harness.report import render_timeline

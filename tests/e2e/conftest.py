@@ -15,10 +15,10 @@ HttpdDeployment = Callable[..., list[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
-def node_arch(kind_cluster: KindCluster) -> Platform:
+def node_arch(harness_cluster: KindCluster) -> Platform:
     """The platform of the cluster's nodes."""
-    node = kind_cluster.core.list_node().items[0]
-    return node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+    node = harness_cluster.core.list_node().items[0]
+    return node_platform(harness_cluster.core.api_client.sanitize_for_serialization(node))
 
 
 @pytest.fixture(scope="session")
@@ -28,12 +28,12 @@ def foreign(node_arch: Platform) -> Platform:
 
 
 @pytest.fixture(scope="session")
-def httpd_images(kind_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
+def httpd_images(harness_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
     """The busybox httpd image for the nodes' platform and for the foreign one, loaded into the nodes."""
     refs = {}
     for which, platform in (("native", node_arch), ("foreign", foreign)):
         ref = ensure_busybox_httpd(str(platform)).ref
-        kind_cluster.load_image(ref)
+        harness_cluster.load_image(ref)
         refs[which] = ref
     return refs
 

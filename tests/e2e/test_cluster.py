@@ -15,13 +15,13 @@ from harness.workload import Workload
 pytestmark = pytest.mark.e2e
 
 
-def test_node_ready_and_system_pods_running(kind_cluster: KindCluster) -> None:
-    nodes = kind_cluster.core.list_node().items
+def test_node_ready_and_system_pods_running(harness_cluster: KindCluster) -> None:
+    nodes = harness_cluster.core.list_node().items
     assert nodes, "the cluster has no nodes"
     for node in nodes:
         ready = {c.type: c.status for c in node.status.conditions}["Ready"]
         assert ready == "True", f"node {node.metadata.name} is not Ready"
-    pods = kind_cluster.core.list_namespaced_pod("kube-system").items
+    pods = harness_cluster.core.list_namespaced_pod("kube-system").items
     names = sorted(p.metadata.name for p in pods)
     for component in (
         "etcd-",
@@ -36,9 +36,9 @@ def test_node_ready_and_system_pods_running(kind_cluster: KindCluster) -> None:
     assert not not_running, not_running
 
 
-def test_images_present_on_node_after_loading(kind_cluster: KindCluster, httpd_images: dict[str, str]) -> None:
-    for node in kind_cluster.nodes():
-        listed = kind_cluster.node_exec(node, ["crictl", "images"]).stdout
+def test_images_present_on_node_after_loading(harness_cluster: KindCluster, httpd_images: dict[str, str]) -> None:
+    for node in harness_cluster.nodes():
+        listed = harness_cluster.node_exec(node, ["crictl", "images"]).stdout
         for ref in httpd_images.values():
             repo, tag = ref.rsplit(":", 1)
             assert repo in listed and tag in listed, f"{ref} not in crictl images on {node}:\n{listed}"
@@ -46,7 +46,7 @@ def test_images_present_on_node_after_loading(kind_cluster: KindCluster, httpd_i
 
 def test_native_httpd_becomes_ready_and_answers(
     httpd_deployment: Callable[..., list[dict[str, Any]]],
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     httpd_images: dict[str, str],
     deploy: Callable[..., Workload],
     expect_outcome: Callable[..., Verdict],
@@ -54,7 +54,7 @@ def test_native_httpd_becomes_ready_and_answers(
     applied = deploy(httpd_deployment("httpd-native"), image=httpd_images["native"])
     verdict = expect_outcome(applied, Outcome.HEALTHY, timeout=90)
     assert verdict.ready_seen
-    pod = kind_cluster.core.list_namespaced_pod(applied.namespace, label_selector=applied.selector).items[0]
+    pod = harness_cluster.core.list_namespaced_pod(applied.namespace, label_selector=applied.selector).items[0]
     node = pod.spec.node_name
     # Ask the pod over the pod network from its node (bash's /dev/tcp: no client in the node needed).
     script = (

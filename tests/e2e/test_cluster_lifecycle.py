@@ -68,17 +68,17 @@ def _core(kubeconfig: Path) -> k8s.CoreV1Api:
 # -- reuse ---------------------------------------------------------------------------------------
 
 
-def test_create_reuses_the_existing_cluster_quickly(kind_cluster: KindCluster) -> None:
+def test_create_reuses_the_existing_cluster_quickly(harness_cluster: KindCluster) -> None:
     user_kubeconfig = Path.home() / ".kube" / "config"
     before = _digest(user_kubeconfig)
 
     started = time.monotonic()
-    again = KindCluster(name=kind_cluster.name).create()
+    again = KindCluster(name=harness_cluster.name).create()
     took = time.monotonic() - started
 
     assert again.reused, "an existing, healthy cluster must be reused, not recreated"
     assert took < 15, f"reusing the cluster took {took:.1f} s"
-    assert again.kubeconfig == kind_cluster.kubeconfig
+    assert again.kubeconfig == harness_cluster.kubeconfig
     assert again.kubeconfig.resolve() != user_kubeconfig.resolve()
     assert again.kubeconfig.is_relative_to(CACHE), again.kubeconfig
     mode = stat.S_IMODE(again.kubeconfig.stat().st_mode)
@@ -92,15 +92,15 @@ def test_create_reuses_the_existing_cluster_quickly(kind_cluster: KindCluster) -
 # -- the guard ----------------------------------------------------------------------------------
 
 
-def test_guard_accepts_the_harness_cluster(kind_cluster: KindCluster) -> None:
-    kind_cluster.guard()
-    labelled = kind_cluster.core.list_node(label_selector=f"{MANAGED_LABEL}=true").items
+def test_guard_accepts_the_harness_cluster(harness_cluster: KindCluster) -> None:
+    harness_cluster.guard()
+    labelled = harness_cluster.core.list_node(label_selector=f"{MANAGED_LABEL}=true").items
     assert labelled, f"the session cluster's nodes lack {MANAGED_LABEL}"
 
 
-def test_guard_refuses_a_context_that_is_not_kind(kind_cluster: KindCluster, tmp_path: Path) -> None:
+def test_guard_refuses_a_context_that_is_not_kind(harness_cluster: KindCluster, tmp_path: Path) -> None:
     """Same reachable API server, but the context is named like a production one."""
-    path = _write_kubeconfig(tmp_path / "kubeconfig", _kubeconfig(kind_cluster), context="prod-aks-westeurope")
+    path = _write_kubeconfig(tmp_path / "kubeconfig", _kubeconfig(harness_cluster), context="prod-aks-westeurope")
     with pytest.raises(GuardRefused) as refused:
         ensure_harness_context(path, _core(path))
     message = str(refused.value)
@@ -109,9 +109,9 @@ def test_guard_refuses_a_context_that_is_not_kind(kind_cluster: KindCluster, tmp
     assert refused.value.remedy and "make cluster" in refused.value.remedy
 
 
-def test_guard_refuses_a_kind_context_whose_server_is_not_local(kind_cluster: KindCluster, tmp_path: Path) -> None:
+def test_guard_refuses_a_kind_context_whose_server_is_not_local(harness_cluster: KindCluster, tmp_path: Path) -> None:
     path = _write_kubeconfig(
-        tmp_path / "kubeconfig", _kubeconfig(kind_cluster), context="kind-remote", server="https://10.20.30.40:6443"
+        tmp_path / "kubeconfig", _kubeconfig(harness_cluster), context="kind-remote", server="https://10.20.30.40:6443"
     )
     with pytest.raises(GuardRefused) as refused:
         ensure_harness_context(path)
@@ -120,13 +120,13 @@ def test_guard_refuses_a_kind_context_whose_server_is_not_local(kind_cluster: Ki
     assert "what to do:" in message
 
 
-def test_guard_refuses_a_kind_cluster_without_the_harness_label(kind_cluster: KindCluster, tmp_path: Path) -> None:
+def test_guard_refuses_a_kind_cluster_without_the_harness_label(harness_cluster: KindCluster, tmp_path: Path) -> None:
     """A real kind cluster the harness did not make: its nodes carry no harness label.
 
     The shared cluster must keep its label, so the guard is asked for a label no node has; the
     refusal comes from the real API server's (empty) node list.
     """
-    path = _write_kubeconfig(tmp_path / "kubeconfig", _kubeconfig(kind_cluster), context="kind-other")
+    path = _write_kubeconfig(tmp_path / "kubeconfig", _kubeconfig(harness_cluster), context="kind-other")
     core = _core(path)
     ensure_harness_context(path, core)  # the real label: accepted
     missing = "incident-harness.io/made-by-someone-else"
@@ -137,10 +137,10 @@ def test_guard_refuses_a_kind_cluster_without_the_harness_label(kind_cluster: Ki
     assert refused.value.remedy
 
 
-def test_guard_refuses_a_local_kind_context_nobody_answers(kind_cluster: KindCluster, tmp_path: Path) -> None:
+def test_guard_refuses_a_local_kind_context_nobody_answers(harness_cluster: KindCluster, tmp_path: Path) -> None:
     """Loopback and kind-* but nothing listens: ownership cannot be proven, so it is refused."""
     path = _write_kubeconfig(
-        tmp_path / "kubeconfig", _kubeconfig(kind_cluster), context="kind-stopped", server="https://127.0.0.1:9"
+        tmp_path / "kubeconfig", _kubeconfig(harness_cluster), context="kind-stopped", server="https://127.0.0.1:9"
     )
     core = _core(path)
     started = time.monotonic()
@@ -181,15 +181,15 @@ def test_crashy_service_answers(deploy, expect_outcome):
 
 
 def test_failed_test_leaves_describe_events_and_logs(
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    node = kind_cluster.core.list_node().items[0]
-    native = node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+    node = harness_cluster.core.list_node().items[0]
+    native = node_platform(harness_cluster.core.api_client.sanitize_for_serialization(node))
     image = ensure_busybox_httpd(str(native)).ref
-    kind_cluster.load_image(image)
+    harness_cluster.load_image(image)
     marker = f"crashy-says-goodbye-{secrets.token_hex(4)}"
     pytester.makepyfile(test_inner=textwrap.dedent(INNER_TEST.format(image=image, marker=marker)))
     monkeypatch.setenv("HARNESS_CACHE", str(CACHE))
@@ -198,7 +198,7 @@ def test_failed_test_leaves_describe_events_and_logs(
     result = pytester.runpytest_subprocess(
         "--keep-cluster",
         "--cluster-name",
-        kind_cluster.name,
+        harness_cluster.name,
         "--artifacts-dir",
         str(artifacts),
         "-p",
@@ -229,7 +229,7 @@ def test_failed_test_leaves_describe_events_and_logs(
 
     kind_logs = saved / "kind-logs"
     assert (kind_logs / "kind-version.txt").is_file(), sorted(p.name for p in kind_logs.iterdir())
-    for name in kind_cluster.nodes():
+    for name in harness_cluster.nodes():
         kubelet = kind_logs / name / "kubelet.log"
         assert kubelet.is_file() and kubelet.stat().st_size > 0, f"no kubelet log of {name} in {kind_logs}"
         assert (kind_logs / name / "containerd.log").is_file()
@@ -238,16 +238,16 @@ def test_failed_test_leaves_describe_events_and_logs(
     match = re.search(r"Namespace:\s+(\S+)", describe)
     assert match, describe
     try:
-        namespace: Any = kind_cluster.core.read_namespace(match.group(1))
+        namespace: Any = harness_cluster.core.read_namespace(match.group(1))
     except ApiException as exc:
         assert exc.status == 404, exc
     else:
         assert namespace.metadata.deletion_timestamp is not None, f"namespace {match.group(1)} was left behind"
 
 
-def _wait_for_container(kind_cluster: KindCluster, namespace: str, wanted: Any, what: str) -> None:
+def _wait_for_container(harness_cluster: KindCluster, namespace: str, wanted: Any, what: str) -> None:
     """Watch the namespace's pods until wanted(container status) holds for one of them (bounded)."""
-    for event in watch.Watch().stream(kind_cluster.core.list_namespaced_pod, namespace, timeout_seconds=90):
+    for event in watch.Watch().stream(harness_cluster.core.list_namespaced_pod, namespace, timeout_seconds=90):
         statuses = event["object"].status.container_statuses or []
         if any(wanted(s) for s in statuses):
             return
@@ -255,7 +255,7 @@ def _wait_for_container(kind_cluster: KindCluster, namespace: str, wanted: Any, 
 
 
 def test_evidence_keeps_the_last_words_in_every_phase_of_a_crash_loop(
-    kind_cluster: KindCluster, harness_namespace: str, tmp_path: Path
+    harness_cluster: KindCluster, harness_namespace: str, tmp_path: Path
 ) -> None:
     """logs-previous.txt holds the last terminated instance's log whatever the pod shows.
 
@@ -264,10 +264,10 @@ def test_evidence_keeps_the_last_words_in_every_phase_of_a_crash_loop(
     container logs" (the instance before it is gone). While it waits in CrashLoopBackOff, and
     once a new instance runs, the last words are those of the previous instance.
     """
-    node = kind_cluster.core.list_node().items[0]
-    native = node_platform(kind_cluster.core.api_client.sanitize_for_serialization(node))
+    node = harness_cluster.core.list_node().items[0]
+    native = node_platform(harness_cluster.core.api_client.sanitize_for_serialization(node))
     image = ensure_busybox_httpd(str(native)).ref
-    kind_cluster.load_image(image)
+    harness_cluster.load_image(image)
     marker = f"last-words-{secrets.token_hex(4)}"
     container = {"name": "main", "image": image, "command": ["/bin/busybox", "sh", "-c", f"echo {marker} >&2; exit 3"]}
     pod = {"terminationGracePeriodSeconds": 0, "containers": [container]}
@@ -284,7 +284,7 @@ def test_evidence_keeps_the_last_words_in_every_phase_of_a_crash_loop(
         }
     ]
     rendered = workload.render(docs, namespace=harness_namespace, image=image, pull_policy="IfNotPresent")
-    applied = workload.apply(kind_cluster.api_client(), rendered)
+    applied = workload.apply(harness_cluster.api_client(), rendered)
 
     phases = {
         "Terminated after a restart": lambda s: s.restart_count >= 1 and s.state.terminated is not None,
@@ -293,8 +293,8 @@ def test_evidence_keeps_the_last_words_in_every_phase_of_a_crash_loop(
         ),
     }
     for what, wanted in phases.items():
-        _wait_for_container(kind_cluster, harness_namespace, wanted, what)
-        saved = kind_cluster.collect_evidence(harness_namespace, applied.selector, tmp_path / what.split()[0])
+        _wait_for_container(harness_cluster, harness_namespace, wanted, what)
+        saved = harness_cluster.collect_evidence(harness_namespace, applied.selector, tmp_path / what.split()[0])
         last_words = (saved / "logs-previous.txt").read_text()
         assert marker in last_words, f"{what}: {last_words}"
         assert "unable to retrieve" not in last_words, f"{what}: {last_words}"

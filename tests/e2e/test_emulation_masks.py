@@ -134,7 +134,7 @@ class Window:
 
 @pytest.fixture(scope="module")
 def window(
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     foreign: platforms.Platform,
     python_base: str,
     empty_context: Path,
@@ -157,7 +157,7 @@ def window(
         result = run_scenario(
             scenario,
             RunOptions(
-                cluster=kind_cluster,
+                cluster=harness_cluster,
                 report_dir=out / "reports",
                 artifacts_dir=out / "artifacts",
                 keep_namespace=True,
@@ -172,7 +172,7 @@ def window(
         yield Window(before, after, state, seconds, nonce, built, build_error, result, namespace, tuple(said))
     finally:
         if namespace:
-            workload.delete_namespace(kind_cluster.core, namespace)
+            workload.delete_namespace(harness_cluster.core, namespace)
         if built is not None:
             remove_image(built.ref)
 
@@ -197,7 +197,7 @@ def test_foreign_build_runs_under_emulation_with_buildx(
 
 
 def test_seed_incident_is_masked_by_emulation(
-    window: Window, kind_cluster: KindCluster, foreign: platforms.Platform
+    window: Window, harness_cluster: KindCluster, foreign: platforms.Platform
 ) -> None:
     result, shown = window.run, window.shown()
     assert result.exit_status is ExitStatus.MASKED_BY_EMULATION, shown
@@ -211,7 +211,7 @@ def test_seed_incident_is_masked_by_emulation(
     assert result.report.emulation and "emulation" in result.report.emulation, shown
 
     # The foreign image really runs on the nodes: its own / says it is on the foreign CPU.
-    core = kind_cluster.core
+    core = harness_cluster.core
     listed = core.api_client.sanitize_for_serialization(
         core.list_namespaced_pod(window.namespace, label_selector=incident.verdict.selector)
     )
@@ -219,7 +219,7 @@ def test_seed_incident_is_masked_by_emulation(
     assert running, f"no pod left in {window.namespace}"
     ip, node = running[0]["status"]["podIP"], running[0]["spec"]["nodeName"]
     script = f"exec 3<>/dev/tcp/{ip}/8000; printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; timeout 5 cat <&3"
-    answer = kind_cluster.node_exec(node, ["bash", "-c", script], timeout=30).stdout
+    answer = harness_cluster.node_exec(node, ["bash", "-c", script], timeout=30).stdout
     info = json.loads(answer.replace("\r\n", "\n").partition("\n\n")[2])
     assert info["version"] == "laptop", info
     assert info["platform"] == platforms.qemu_name(foreign), info  # aarch64 on x86_64 nodes

@@ -30,7 +30,7 @@ BOUND_SECONDS = 90
 
 
 @pytest.fixture
-def paused_node(kind_cluster: KindCluster) -> Iterator[Callable[[], None]]:
+def paused_node(harness_cluster: KindCluster) -> Iterator[Callable[[], None]]:
     """pause(): pause every node of the cluster.
 
     Afterwards the nodes are unpaused, the cluster must answer again, and the namespaces the
@@ -38,7 +38,7 @@ def paused_node(kind_cluster: KindCluster) -> Iterator[Callable[[], None]]:
     sent just before the pause is carried out by the API server once it runs again.
     """
     docker = tools.docker_binary()
-    nodes = kind_cluster.nodes()
+    nodes = harness_cluster.nodes()
     began = datetime.now(UTC)
 
     def pause() -> None:
@@ -48,11 +48,11 @@ def paused_node(kind_cluster: KindCluster) -> Iterator[Callable[[], None]]:
     yield pause
     for node in nodes:
         tools.run([docker, "unpause", node], check=False, timeout=60)
-    kind_cluster.wait_ready(timeout=180)
-    assert api_problem(kind_cluster.kubeconfig) is None
-    for ns in kind_cluster.core.list_namespace(label_selector=f"{MANAGED_LABEL}=true").items:
+    harness_cluster.wait_ready(timeout=180)
+    assert api_problem(harness_cluster.kubeconfig) is None
+    for ns in harness_cluster.core.list_namespace(label_selector=f"{MANAGED_LABEL}=true").items:
         if ns.metadata.creation_timestamp >= began.replace(microsecond=0):
-            workload.delete_namespace(kind_cluster.core, ns.metadata.name)
+            workload.delete_namespace(harness_cluster.core, ns.metadata.name)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def paused_node(kind_cluster: KindCluster) -> Iterator[Callable[[], None]]:
 def test_node_paused_mid_run_ends_with_environment_in_bounded_time(
     call: str,
     step: str,
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     paused_node: Callable[[], None],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -81,7 +81,7 @@ def test_node_paused_mid_run_ends_with_environment_in_bounded_time(
     result = run_scenario(
         load(SEED),
         RunOptions(
-            cluster=kind_cluster, report_dir=tmp_path / "reports", artifacts_dir=tmp_path / "artifacts", say=said.append
+            cluster=harness_cluster, report_dir=tmp_path / "reports", artifacts_dir=tmp_path / "artifacts", say=said.append
         ),
     )
     took = time.monotonic() - paused_at[0]
@@ -90,7 +90,7 @@ def test_node_paused_mid_run_ends_with_environment_in_bounded_time(
 
     assert result.exit_status is ExitStatus.ENVIRONMENT, log
     error = result.report.error or ""
-    assert f"cluster {kind_cluster.name!r} stopped answering" in error and "no verdict" in error, error
+    assert f"cluster {harness_cluster.name!r} stopped answering" in error and "no verdict" in error, error
     assert "unpause" in error, error
     assert took < BOUND_SECONDS, f"ended {took:.0f} s after the pause\n{log}"
     failed = [s for s in result.report.steps if s.status.value == "failed"]

@@ -159,7 +159,7 @@ class SeedRun:
 
 @pytest.fixture(scope="module")
 def seed_run(
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     node_arch: platforms.Platform,
     foreign: platforms.Platform,
     tmp_path_factory: pytest.TempPathFactory,
@@ -171,7 +171,7 @@ def seed_run(
     result = run_scenario(
         load(SEED),
         RunOptions(
-            cluster=kind_cluster,
+            cluster=harness_cluster,
             report_dir=out / "reports",
             artifacts_dir=out / "artifacts",
             keep_namespace=True,
@@ -184,7 +184,7 @@ def seed_run(
         yield SeedRun(result, namespace, tuple(said), emulated)
     finally:
         if namespace:
-            workload.delete_namespace(kind_cluster.core, namespace)
+            workload.delete_namespace(harness_cluster.core, namespace)
 
 
 def test_incident_reproduces(seed_run: SeedRun) -> None:
@@ -223,7 +223,7 @@ def test_incident_reproduces(seed_run: SeedRun) -> None:
     assert all(check.seen for check in result.symptoms), shown
 
 
-def test_fix_holds(seed_run: SeedRun, kind_cluster: KindCluster, node_arch: platforms.Platform) -> None:
+def test_fix_holds(seed_run: SeedRun, harness_cluster: KindCluster, node_arch: platforms.Platform) -> None:
     seed_run.skip_if_masked()
     result, shown, namespace = seed_run.result, seed_run.shown(), seed_run.namespace
     assert result.exit_status is ExitStatus.OK, shown
@@ -232,7 +232,7 @@ def test_fix_holds(seed_run: SeedRun, kind_cluster: KindCluster, node_arch: plat
     assert fix.outcome is Outcome.HEALTHY and result.report.fix_verified is True, shown
 
     fixed_image = result.images["ci-build"]
-    dep = read_deployment(kind_cluster, namespace)
+    dep = read_deployment(harness_cluster, namespace)
     status = dep["status"]
     assert condition(dep, "Available").get("status") == "True", status
     assert condition(dep, "Progressing").get("reason") == "NewReplicaSetAvailable", status
@@ -241,7 +241,7 @@ def test_fix_holds(seed_run: SeedRun, kind_cluster: KindCluster, node_arch: plat
     assert counts == [replicas] * 3, status
     assert template_images(dep) == [fixed_image]
 
-    pods = live_pods(kind_cluster, namespace)
+    pods = live_pods(harness_cluster, namespace)
     assert len(pods) == replicas, pods
     for pod in pods:
         assert pod.images == (fixed_image,), pod
@@ -251,7 +251,7 @@ def test_fix_holds(seed_run: SeedRun, kind_cluster: KindCluster, node_arch: plat
 
     # The fixed build answers, on the nodes' own CPU.
     pod = pods[0]
-    status_line, body = http_get(kind_cluster, pod.node, pod.ip, 8000, "/")
+    status_line, body = http_get(harness_cluster, pod.node, pod.ip, 8000, "/")
     assert " 200 " in status_line, (status_line, body)
     info = json.loads(body)
     assert info["version"] == "fixed", info
@@ -367,7 +367,7 @@ def build_service_image(platform: platforms.Platform, version: str, builder: Cal
 
 
 def test_rolling_update_keeps_old_pods_serving(
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     node_arch: platforms.Platform,
     foreign: platforms.Platform,
     image_builder: Callable[..., str],
@@ -378,19 +378,19 @@ def test_rolling_update_keeps_old_pods_serving(
         pytest.skip(f"the host emulates the foreign platform, a foreign v2 would run: {note}")
     v1 = build_service_image(node_arch, "v1", image_builder)
     v2 = build_service_image(foreign, "v2", image_builder)
-    apps, core = kind_cluster.apps, kind_cluster.core
+    apps, core = harness_cluster.apps, harness_cluster.core
 
     # v1 (native) serving behind the Service.
     applied = deploy([MANIFEST], image=v1)
     ns = applied.namespace
     healthy = outcomes.wait_deployment_available(apps, core, ns, DEPLOYMENT, 120)
     assert healthy.outcome is Outcome.HEALTHY, healthy.summary
-    v1_pods = live_pods(kind_cluster, ns)
+    v1_pods = live_pods(harness_cluster, ns)
     v1_addresses = frozenset(p.ip for p in v1_pods)
-    replicas = read_deployment(kind_cluster, ns)["spec"]["replicas"]
+    replicas = read_deployment(harness_cluster, ns)["spec"]["replicas"]
     assert len(v1_addresses) == replicas, v1_addresses
 
-    recorder = EndpointRecorder(kind_cluster.api_client(), ns, SERVICE)
+    recorder = EndpointRecorder(harness_cluster.api_client(), ns, SERVICE)
     try:
         recorder.wait_for(lambda s: s[1] == v1_addresses, timeout=30)
         watched_from = len(recorder.snapshots) - 1
@@ -412,12 +412,12 @@ def test_rolling_update_keeps_old_pods_serving(
 
         # The old pods still serve, directly and through the Service; the new one never got ready.
         for pod in v1_pods:
-            status_line, body = http_get(kind_cluster, pod.node, pod.ip, 8000, "/")
+            status_line, body = http_get(harness_cluster, pod.node, pod.ip, 8000, "/")
             assert " 200 " in status_line and json.loads(body)["version"] == "v1", (pod.name, body)
         service = as_json(core.api_client, core.read_namespaced_service(SERVICE, ns))
-        status_line, body = http_get(kind_cluster, v1_pods[0].node, service["spec"]["clusterIP"], 80, "/")
+        status_line, body = http_get(harness_cluster, v1_pods[0].node, service["spec"]["clusterIP"], 80, "/")
         assert " 200 " in status_line and json.loads(body)["version"] == "v1", body
-        v2_pods = [p for p in live_pods(kind_cluster, ns) if p.images == (v2,)]
+        v2_pods = [p for p in live_pods(harness_cluster, ns) if p.images == (v2,)]
         assert v2_pods, "the rollout created no v2 pod"
         for pod in v2_pods:
             assert not pod.ready and pod.restarts >= 1, f"{pod.name}: {pod.states}"
@@ -436,7 +436,7 @@ def test_rolling_update_keeps_old_pods_serving(
         + "\n".join(f"+{t:.1f}s ready={sorted(r)} not-ready={sorted(n)}" for t, r, n in during)
     )
     assert any(not_ready for _, _, not_ready in during), f"the v2 pod never appeared behind the Service: {during}"
-    assert template_images(read_deployment(kind_cluster, ns)) == [v1]
-    pods = live_pods(kind_cluster, ns)
+    assert template_images(read_deployment(harness_cluster, ns)) == [v1]
+    pods = live_pods(harness_cluster, ns)
     assert len(pods) == replicas and all(p.images == (v1,) for p in pods), pods
     assert all(p.ready for p in pods), pods

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 SEED = REPO_ROOT / "scenarios" / "arm64-on-amd64.yaml"
 
 
-def _interrupted_run(kind_cluster: KindCluster, tmp_path: Path, *extra: str) -> tuple[int | None, float, str, str]:
+def _interrupted_run(harness_cluster: KindCluster, tmp_path: Path, *extra: str) -> tuple[int | None, float, str, str]:
     """Start a reproduction, SIGINT it once a pod state shows; (exit status, seconds to exit, namespace, output)."""
     run = LiveProcess(
         [
@@ -35,7 +35,7 @@ def _interrupted_run(kind_cluster: KindCluster, tmp_path: Path, *extra: str) -> 
             "reproduce",
             str(SEED),
             "--cluster-name",
-            kind_cluster.name,
+            harness_cluster.name,
             "--report-dir",
             str(tmp_path / "reports"),
             "--artifacts-dir",
@@ -57,33 +57,33 @@ def _interrupted_run(kind_cluster: KindCluster, tmp_path: Path, *extra: str) -> 
     return status, took, found.group(1) if found else "", output
 
 
-def _namespace_phase(kind_cluster: KindCluster, name: str) -> str | None:
+def _namespace_phase(harness_cluster: KindCluster, name: str) -> str | None:
     try:
-        return str(kind_cluster.core.read_namespace(name).status.phase)
+        return str(harness_cluster.core.read_namespace(name).status.phase)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
 
 
-def test_interrupt_during_the_watch_removes_the_namespace(kind_cluster: KindCluster, tmp_path: Path) -> None:
-    status, took, namespace, output = _interrupted_run(kind_cluster, tmp_path)
+def test_interrupt_during_the_watch_removes_the_namespace(harness_cluster: KindCluster, tmp_path: Path) -> None:
+    status, took, namespace, output = _interrupted_run(harness_cluster, tmp_path)
     assert status == ExitStatus.INTERRUPTED, output
     assert took < 5, f"{took:.1f} s from SIGINT to the last line\n{output}"
     assert "error: interrupted" in output and "Traceback" not in output, output
-    assert namespace and _namespace_phase(kind_cluster, namespace) in (None, "Terminating"), output
+    assert namespace and _namespace_phase(harness_cluster, namespace) in (None, "Terminating"), output
 
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_interrupt_with_keep_namespace_exits_130_and_keeps_it(
-    attempt: int, kind_cluster: KindCluster, tmp_path: Path
+    attempt: int, harness_cluster: KindCluster, tmp_path: Path
 ) -> None:
     """Repeated: the abandoned watch's threads once made about one such exit in five a SIGABRT."""
-    status, took, namespace, output = _interrupted_run(kind_cluster, tmp_path, "--keep-namespace")
+    status, took, namespace, output = _interrupted_run(harness_cluster, tmp_path, "--keep-namespace")
     try:
         assert status == ExitStatus.INTERRUPTED, f"exit status {status}\n{output}"
         assert took < 5, f"{took:.1f} s from SIGINT to the last line\n{output}"
-        assert namespace and _namespace_phase(kind_cluster, namespace) == "Active", output
+        assert namespace and _namespace_phase(harness_cluster, namespace) == "Active", output
     finally:
         if namespace:
-            workload.delete_namespace(kind_cluster.core, namespace)
+            workload.delete_namespace(harness_cluster.core, namespace)

@@ -149,7 +149,7 @@ def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
 
 
 def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
-    kind_cluster: KindCluster,
+    harness_cluster: KindCluster,
     httpd_deployment: Callable[..., list[dict[str, Any]]],
     httpd_images: dict[str, str],
     deploy: Deploy,
@@ -163,8 +163,8 @@ def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
     new pod "Insufficient cpu"; the verdict must wait for the old pod to go, not call it
     Unschedulable.
     """
-    node = kind_cluster.nodes()[0]
-    request = f"{int(node_free_cpu(kind_cluster.core, node) * 0.6)}m"
+    node = harness_cluster.nodes()[0]
+    request = f"{int(node_free_cpu(harness_cluster.core, node) * 0.6)}m"
     docs = httpd_deployment(
         "full-node", terminationGracePeriodSeconds=15, nodeSelector={"kubernetes.io/hostname": node}
     )
@@ -175,9 +175,9 @@ def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
     applied = deploy(docs, image=httpd_images["native"])
     expect_outcome(applied, Outcome.HEALTHY, timeout=90)
 
-    workload.rollout_restart(kind_cluster.apps, applied.namespace, "full-node")
+    workload.rollout_restart(harness_cluster.apps, applied.namespace, "full-node")
     verdict = outcomes.wait_deployment_available(
-        kind_cluster.apps, kind_cluster.core, applied.namespace, "full-node", 120
+        harness_cluster.apps, harness_cluster.core, applied.namespace, "full-node", 120
     )
 
     said = [e.text for e in verdict.timeline]

@@ -92,15 +92,15 @@ def read_reports(result: RunResult) -> tuple[str, dict[str, object]]:
 
 
 @pytest.mark.parametrize("path", SCENARIO_FILES)
-def test_scenario(path: Path, kind_cluster: KindCluster, tmp_path: Path) -> None:
+def test_scenario(path: Path, harness_cluster: KindCluster, tmp_path: Path) -> None:
     scenario = load(path)
-    node = node_platform_of(kind_cluster)
+    node = node_platform_of(harness_cluster)
     masking = emulated_images(scenario, node, platforms.read_binfmt())
     said: list[str] = []
     result = run_scenario(
         scenario,
         RunOptions(
-            cluster=kind_cluster, report_dir=tmp_path / "reports", artifacts_dir=tmp_path / "artifacts", say=said.append
+            cluster=harness_cluster, report_dir=tmp_path / "reports", artifacts_dir=tmp_path / "artifacts", say=said.append
         ),
     )
     # binfmt_misc is kernel-wide and other tests register handlers: one that appeared during the
