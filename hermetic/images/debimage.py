@@ -676,6 +676,46 @@ def ensure_image(recipe: ImageRecipe, platform: str, *, refresh: bool = False, f
             refreshed = True
 
 
+def fetch_debs(names: Iterable[str], platform: str, *, refresh: bool = False) -> dict[str, Path]:
+    """The .deb files of packages (without their dependencies) for platform, via the private apt lists.
+
+    Works for any architecture without touching the host's dpkg (no `dpkg --add-architecture`):
+    the lists and downloads live under the harness cache, checked against Debian's SHA-256.
+    """
+    target = deb_platform(platform)
+    suite = versions().get("DEBIAN_SUITE", "bookworm")
+    apt = AptRoot(suite, target.deb_arch)
+    apt.ensure_lists(refresh=refresh)
+    dest = cache_dir() / "debs" / f"{suite}-{target.deb_arch}"
+    wanted = sorted(set(names))
+    for attempt in range(2):
+        found = apt.show(wanted)
+        missing = [n for n in wanted if n not in found]
+        try:
+            if missing:
+                raise StaleLists(
+                    f"Debian {suite} has no package {', '.join(missing)} for {target.deb_arch}",
+                    "check the package names",
+                )
+            packages = [
+                DebPackage(
+                    name=n,
+                    version=found[n]["Version"],
+                    arch=found[n].get("Architecture", target.deb_arch),
+                    sha256=found[n].get("SHA256", ""),
+                    size=int(found[n].get("Size", "0") or 0),
+                    filename=found[n].get("Filename", ""),
+                )
+                for n in wanted
+            ]
+            return apt.download(packages, dest)
+        except StaleLists:
+            if attempt:
+                raise
+            apt.update()  # a package superseded since the lists were fetched: refresh once
+    raise AssertionError("unreachable")
+
+
 def _resolve_cached(recipe: ImageRecipe, apt: AptRoot, store: Path) -> list[DebPackage]:
     """resolve(), remembered until the private package lists or the recipe's package sets change."""
     stamp = hashlib.sha256(

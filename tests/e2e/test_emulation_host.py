@@ -1,8 +1,9 @@
 """Real binfmt_misc registration on this host: a foreign binary fails, runs under QEMU, fails again.
 
 Needs root, Debian's qemu-user-static and the arm64 busybox-static package (downloaded once into
-the harness cache). The handler is kernel-wide while registered: other tests running at the same
-time see arm64 emulation, hence the emulation marker (run these alone).
+the harness cache through its private apt lists; the host's dpkg architectures are not touched).
+The handler is kernel-wide while registered: other tests running at the same time see arm64
+emulation, hence the emulation marker (run these alone).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from harness.platforms import (
     read_binfmt,
     snapshot_binfmt,
 )
-from harness.tools import cache_dir, docker_binary, ensure_engine, run
+from harness.tools import docker_binary, ensure_engine, run
+from hermetic.images.debimage import fetch_debs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulation]
 
@@ -49,17 +51,10 @@ def _preconditions() -> None:
 @pytest.fixture(scope="module")
 def arm64_busybox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's static arm64 busybox, extracted into a temporary directory."""
-    debs = cache_dir() / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob("busybox-static_*_arm64.deb"))
-    if not found:
-        foreign = run(["dpkg", "--print-foreign-architectures"]).stdout.split()
-        if "arm64" not in foreign:
-            pytest.skip("apt cannot fetch arm64 packages: dpkg --add-architecture arm64 && apt-get update")
-        run(["apt-get", "download", "busybox-static:arm64"], cwd=debs, timeout=300)
-        found = sorted(debs.glob("busybox-static_*_arm64.deb"))
+    # Through the harness's private apt lists: no `dpkg --add-architecture arm64` on the host.
+    deb = fetch_debs(["busybox-static"], "linux/arm64")["busybox-static"]
     target = tmp_path_factory.mktemp("busybox-arm64")
-    run(["dpkg-deb", "-x", str(found[-1]), str(target)])
+    run(["dpkg-deb", "-x", str(deb), str(target)])
     return target / "bin" / "busybox"
 
 
