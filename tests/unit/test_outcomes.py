@@ -16,6 +16,7 @@ import urllib3
 from kubernetes.client import (
     ApiClient,
     AppsV1Api,
+    BatchV1Api,
     CoreV1Api,
     V1ContainerState,
     V1ContainerStateWaiting,
@@ -31,6 +32,7 @@ from harness.outcomes import (
     Evidence,
     Outcome,
     RolloutStatus,
+    Verdict,
     _lacks_resources,
     classify_pod,
     classify_workload,
@@ -75,7 +77,7 @@ EXPECTED: dict[str, Outcome | None] = {
     "unschedulable-node-selector": Outcome.UNSCHEDULABLE,
     "init-crashloop": Outcome.INIT_CRASH_LOOP,
     "create-config-error": Outcome.CREATE_ERROR,
-    "not-ready-probe-failing": None,
+    "not-ready-probe-failing": Outcome.NOT_READY,
 }
 
 
@@ -101,7 +103,56 @@ def test_exec_format_error_is_found_in_the_previous_log() -> None:
     assert cause.log_lines == ("exec /usr/local/bin/uvicorn: exec format error",)
     assert cause.container == "app"
     assert "exec format error" in cause.message
-    assert "another CPU architecture" in cause.describe()
+    # The log line alone does not show a platform difference: the cause says what was seen, no more.
+    assert "another CPU architecture" not in cause.describe()
+    assert not cause.platform_mismatch
+    assert cause.explanation == "exec format error (image and node platform unknown)"
+    assert cause.evidence.startswith("log line 'exec /usr/local/bin/uvicorn: exec format error' of pod/")
+    assert cause.instance == "df121970a1d5" and "instance df121970a1d5" in cause.describe()
+
+
+ARM_IMAGE = "incident-harness/laptop-build:linux-arm64-326a6fff261f"  # the recorded pod's spec image
+
+
+def test_exec_format_error_blames_the_architecture_only_on_a_platform_difference() -> None:
+    pods, events, logs = load("crashloop-exec-format")
+    pod = pods[0]
+    lines = previous_log(logs, pod["metadata"]["name"], "app")
+    foreign = diagnose(pod, events, lines, image_platforms={ARM_IMAGE: ("linux/arm64",)}, node_platform="linux/amd64")
+    assert foreign is not None and foreign.platform_mismatch
+    assert foreign.explanation == (
+        "the image's binaries are for another CPU architecture than the node's: "
+        "the image is for linux/arm64, the node is linux/amd64"
+    )
+    assert f"image {ARM_IMAGE} is linux/arm64" in foreign.evidence
+    assert "node incident-harness-control-plane is linux/amd64 (status.nodeInfo)" in foreign.evidence
+
+    native = diagnose(pod, events, lines, image_platforms={ARM_IMAGE: ("linux/amd64",)}, node_platform="linux/amd64")
+    assert native is not None and not native.platform_mismatch
+    assert native.explanation == (
+        "exec format error from a linux/amd64 image on a linux/amd64 node: "
+        "the entrypoint is not an executable for this CPU"
+    )
+    assert "another CPU architecture" not in native.describe()
+
+    unknown = diagnose(pod, events, lines, node_platform="linux/amd64")
+    assert unknown is not None
+    assert unknown.explanation == "exec format error on a linux/amd64 node (image platform unknown)"
+
+    # A multi-platform index: the node picks its own entry, so no difference is seen.
+    index = diagnose(
+        pod, events, lines, image_platforms={ARM_IMAGE: ("linux/arm64", "linux/amd64")}, node_platform="linux/amd64"
+    )
+    assert index is not None and not index.platform_mismatch
+    only_foreign = diagnose(
+        pod,
+        events,
+        lines,
+        image_platforms={ARM_IMAGE: ("linux/arm64/v8", "linux/s390x")},
+        node_platform="linux/amd64",
+    )
+    assert only_foreign is not None and only_foreign.platform_mismatch
+    assert "the image's index holds only linux/arm64/v8, linux/s390x" in only_foreign.explanation
 
 
 def test_exec_format_error_reported_as_start_error_without_a_log_line() -> None:
@@ -151,8 +202,11 @@ def test_not_ready_cause_is_the_failing_probe() -> None:
     pods, events, _ = load("not-ready-probe-failing")
     cause = diagnose(pods[0], events)
     assert cause is not None
-    assert cause.reason == "not ready"
-    assert "Readiness probe failed" in cause.message
+    assert cause.reason == "readiness probe failed"
+    assert cause.probe == "readiness"
+    assert cause.message == "Readiness probe failed: HTTP probe failed with statuscode: 404"
+    assert "Running, 0/1 Ready" in cause.explanation and "failureThreshold 3" in cause.explanation
+    assert "event Unhealthy on pod/orders-api-59f6cb999d-rtf5t container app (x13" in cause.evidence
 
 
 def test_healthy_pod_has_no_cause() -> None:
@@ -334,18 +388,27 @@ class FakeResponse:
         self.lines = lines or []
         self.idle = idle
         self.shutdown = shutdown or threading.Event()
+        self.closed = threading.Event()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep up to seconds; True when the test ended or the response was closed."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.closed.wait(min(left, 0.02)) or self.shutdown.is_set():
+                return True
+        return self.closed.is_set() or self.shutdown.is_set()
 
     def stream(self, amt: Any = None, decode_content: bool = False) -> Iterator[bytes]:
         opened = time.monotonic()
         for at, line in self.lines:
             delay = opened + at - time.monotonic()
-            if delay > 0 and self.shutdown.wait(delay):
+            if delay > 0 and self._wait(delay):
                 return
             yield line
-        self.shutdown.wait(self.idle)  # the server keeps the watch open until its timeout
+        self._wait(self.idle)  # the server keeps the watch open until its timeout
 
     def close(self) -> None:
-        pass
+        self.closed.set()
 
     def release_conn(self) -> None:
         pass
@@ -399,6 +462,11 @@ class FakeCore:
         self.list_namespaced_event = FakeResource("EventList", self.shutdown)
         self.logs: dict[tuple[str, str, str], str] = {}
         self.log_calls: list[tuple[str, str, bool]] = []
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.metrics: dict[str, list[str] | BaseException] = {}  # node -> successive /metrics/probes bodies
+        self.metrics_calls: list[str] = []
+        self.apps = FakeObjects()
+        self.batch = FakeObjects()
 
         class _Conf:
             host = "https://127.0.0.1:6443"
@@ -416,9 +484,63 @@ class FakeCore:
             raise ApiException(status=400, reason="Bad Request")
         return FakeResponse(data=text.encode())
 
+    def read_node(self, name: str, **kwargs: Any) -> FakeResponse:
+        if name not in self.nodes:
+            raise ApiException(status=404, reason="Not Found")
+        return FakeResponse(data=json.dumps(self.nodes[name]).encode())
+
+    def connect_get_node_proxy_with_path(self, name: str, path: str, **kwargs: Any) -> FakeResponse:
+        assert path == "metrics/probes"
+        self.metrics_calls.append(name)
+        bodies = self.metrics.get(name)
+        if bodies is None:
+            raise ApiException(status=404, reason="Not Found")
+        if isinstance(bodies, BaseException):
+            raise bodies
+        body = bodies.pop(0) if len(bodies) > 1 else bodies[0]
+        return FakeResponse(data=body.encode())
+
+
+class FakeObjects:
+    """read_namespaced_<kind>(name, namespace) of the apps and batch groups, from a dict; 404 otherwise."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (method kind, name) -> successive objects
+        self.reads: list[tuple[str, str]] = []
+
+    def put(self, kind: str, *objects: dict[str, Any]) -> None:
+        self.objects[(kind, objects[0]["metadata"]["name"])] = list(objects)
+
+    def __getattr__(self, method: str) -> Any:
+        if not method.startswith("read_namespaced_"):
+            raise AttributeError(method)
+        kind = method.removeprefix("read_namespaced_")
+
+        def read(name: str, namespace: str, **kwargs: Any) -> FakeResponse:
+            self.reads.append((kind, name))
+            found = self.objects.get((kind, name))
+            if not found:
+                raise ApiException(status=404, reason="Not Found")
+            obj = found.pop(0) if len(found) > 1 else found[0]
+            return FakeResponse(data=json.dumps(obj).encode())
+
+        return read
+
 
 def as_core(fake: FakeCore) -> CoreV1Api:
     return cast(CoreV1Api, fake)
+
+
+def watch(fake: FakeCore, namespace: str, selector: str, **kwargs: Any) -> Verdict:
+    """watch_workload against the fakes (core, apps and batch)."""
+    return watch_workload(
+        as_core(fake),
+        namespace,
+        selector,
+        apps=cast(AppsV1Api, fake.apps),
+        batch=cast(BatchV1Api, fake.batch),
+        **kwargs,
+    )
 
 
 def as_apps(fake: FakeApps) -> AppsV1Api:
@@ -460,8 +582,8 @@ def test_watch_fails_fast_on_crash_loop_with_the_cause(core: FakeCore) -> None:
     replay(core, "crashloop-exec-format")
     seen: list[Evidence] = []
     started = time.monotonic()
-    verdict = watch_workload(
-        as_core(core), "incident-orders", "app=orders-api", expect=Outcome.HEALTHY, timeout=30, on_evidence=seen.append
+    verdict = watch(
+        core, "incident-orders", "app=orders-api", expect=Outcome.HEALTHY, timeout=30, on_evidence=seen.append
     )
     assert time.monotonic() - started < 5, "must stop at the first CrashLoopBackOff, not run out the clock"
     assert verdict.outcome is Outcome.CRASH_LOOP
@@ -483,9 +605,7 @@ def test_watch_fails_fast_on_crash_loop_with_the_cause(core: FakeCore) -> None:
 
 def test_watch_waits_for_crash_loop_when_expected(core: FakeCore) -> None:
     replay(core, "crashloop-exec-format")
-    verdict = watch_workload(
-        as_core(core), "incident-orders", "app=orders-api", expect={Outcome.CRASH_LOOP}, timeout=30
-    )
+    verdict = watch(core, "incident-orders", "app=orders-api", expect={Outcome.CRASH_LOOP}, timeout=30)
     assert verdict.satisfies(Outcome.CRASH_LOOP)
     assert verdict.restarts >= 1
 
@@ -497,9 +617,7 @@ def test_watch_reports_healthy_after_a_stable_window(core: FakeCore) -> None:
     starting["status"]["conditions"] = [c for c in starting["status"]["conditions"] if c["type"] == "PodScheduled"]
     starting["status"]["containerStatuses"][0].update(ready=False, state={"waiting": {"reason": "ContainerCreating"}})
     core.list_namespaced_pod.sessions = [as_session([starting, pod])]
-    verdict = watch_workload(
-        as_core(core), "incident-orders", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.3
-    )
+    verdict = watch(core, "incident-orders", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.3)
     assert verdict.outcome is Outcome.HEALTHY
     assert verdict.ready_seen and verdict.cause is None
     assert 0.3 <= verdict.seconds < 3
@@ -507,56 +625,68 @@ def test_watch_reports_healthy_after_a_stable_window(core: FakeCore) -> None:
 
 def test_watch_under_emulation_reports_ran_emulated(core: FakeCore) -> None:
     core.list_namespaced_pod.items = [_healthy()]
-    verdict = watch_workload(
-        as_core(core), "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, emulated=True, stable_seconds=0.1
-    )
+    verdict = watch(core, "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, emulated=True, stable_seconds=0.1)
     assert verdict.outcome is Outcome.RAN_EMULATED
     assert not verdict.satisfies(Outcome.HEALTHY)
 
 
-def test_restarts_during_the_stable_window_restart_the_window(core: FakeCore) -> None:
+def test_a_restarted_container_is_never_healthy(core: FakeCore) -> None:
+    """Zero restarts is part of Healthy: a container that restarted once is not called healthy."""
     ready = _healthy()
     restarted = copy.deepcopy(ready)
     restarted["status"]["containerStatuses"][0]["restartCount"] = 1
     core.list_namespaced_pod.items = [ready]
-    core.list_namespaced_pod.sessions = [[(0.3, "MODIFIED", restarted)]]
-    verdict = watch_workload(
-        as_core(core), "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.5
-    )
-    assert verdict.outcome is Outcome.HEALTHY
-    assert verdict.seconds >= 0.8
+    core.list_namespaced_pod.sessions = [[(0.05, "MODIFIED", restarted)]]
+    verdict = watch(core, "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=1.0, stable_seconds=0.5)
+    assert verdict.outcome is Outcome.TIMEOUT
     assert verdict.restarts == 1
+    assert "container app restarted 1 time(s)" in verdict.summary
 
 
-def test_watch_times_out_with_the_last_state_and_probe_failures(core: FakeCore) -> None:
+def test_never_ready_pod_is_not_ready_without_waiting_for_the_timeout(core: FakeCore) -> None:
     pods, events, _ = load("not-ready-probe-failing")
     core.list_namespaced_pod.items = pods
     core.list_namespaced_event.sessions = [as_session(events, start=0.05)]
-    verdict = watch_workload(as_core(core), "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=1.0)
+    verdict = watch(core, "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=30)
+    assert verdict.outcome is Outcome.NOT_READY
+    assert verdict.seconds < 3
+    assert verdict.cause is not None and verdict.cause.probe == "readiness"
+    assert verdict.probe_failures_seen == frozenset({"readiness"})
+    assert "NotReady after" in verdict.summary
+    assert "Running, 0/1 Ready: the readiness probe failed 13 time(s)" in verdict.summary
+    assert any(e.kind == "probe" for e in verdict.timeline)
+
+
+def test_readiness_failures_below_the_threshold_decide_nothing(core: FakeCore) -> None:
+    pods, events, _ = load("not-ready-probe-failing")
+    unhealthy = next(e for e in events if e["reason"] == "Unhealthy")
+    unhealthy["count"] = 2  # failureThreshold is 3
+    core.list_namespaced_pod.items = pods
+    core.list_namespaced_event.sessions = [as_session(events, start=0.05)]
+    verdict = watch(core, "ns", "app=orders-api", expect=Outcome.HEALTHY, timeout=1.0)
     assert verdict.outcome is Outcome.TIMEOUT
     assert 1.0 <= verdict.seconds < 3
     assert "Running, not ready" in verdict.last_state
     assert "Readiness probe failed" in verdict.summary
-    assert any(e.kind == "probe" for e in verdict.timeline)
 
 
 def test_pending_is_the_outcome_when_expected_and_still_pending(core: FakeCore) -> None:
     pod = _healthy()
     pod["status"] = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}
     core.list_namespaced_pod.items = [pod]
-    verdict = watch_workload(as_core(core), "ns", "", expect={Outcome.PENDING}, timeout=0.5)
+    verdict = watch(core, "ns", "", expect={Outcome.PENDING}, timeout=0.5)
     assert verdict.outcome is Outcome.PENDING
 
 
 def test_no_pods_at_all_says_so(core: FakeCore) -> None:
-    verdict = watch_workload(as_core(core), "ns", "app=nothing", expect=Outcome.HEALTHY, timeout=0.5)
+    verdict = watch(core, "ns", "app=nothing", expect=Outcome.HEALTHY, timeout=0.5)
     assert verdict.outcome is Outcome.TIMEOUT
     assert "no pods matched selector 'app=nothing'" in verdict.summary
 
 
 def test_fail_on_narrowed_keeps_waiting_past_other_failures(core: FakeCore) -> None:
     core.list_namespaced_pod.items = [_crashing()]
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=0.5, fail_on=set(), logs=False)
+    verdict = watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=0.5, fail_on=set(), logs=False)
     assert verdict.outcome is Outcome.TIMEOUT
 
 
@@ -570,7 +700,7 @@ def test_unschedulable_and_image_pull_stop_a_healthy_wait(core: FakeCore) -> Non
         fake.list_namespaced_pod.items = pods
         fake.list_namespaced_event.items = events
         try:
-            verdict = watch_workload(as_core(fake), "ns", "", expect=Outcome.HEALTHY, timeout=10)
+            verdict = watch(fake, "ns", "", expect=Outcome.HEALTHY, timeout=10)
         finally:
             fake.shutdown.set()
         assert verdict.outcome is outcome
@@ -583,7 +713,7 @@ def test_previous_log_missing_falls_back_to_the_current_one(core: FakeCore) -> N
     core.list_namespaced_pod.items = pods
     name = pods[0]["metadata"]["name"]
     core.logs = {(name, "app", "current"): logs[(name, "app", "current")]}  # previous answers 400
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10)
+    verdict = watch(core, "ns", "", expect=Outcome.CRASH_LOOP, timeout=10)
     assert verdict.cause is not None and verdict.cause.exec_format_error
     assert (name, "app", True) in core.log_calls and (name, "app", False) in core.log_calls
 
@@ -605,7 +735,7 @@ def test_410_gone_relists_and_goes_on(core: FakeCore) -> None:
         core.list_namespaced_pod.items = [crashing]
 
     threading.Timer(0.02, after_first_list).start()
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, logs=False)
+    verdict = watch(core, "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, logs=False)
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert core.list_namespaced_pod.list_calls >= 2
 
@@ -616,7 +746,7 @@ def test_flaky_list_is_retried(core: FakeCore) -> None:
         ApiException(status=503, reason="Service Unavailable"),
         ApiException(status=429, reason="Too Many Requests"),
     ]
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, logs=False)
+    verdict = watch(core, "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, logs=False)
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert core.list_namespaced_pod.list_calls == 3
 
@@ -633,7 +763,7 @@ def test_cluster_gone_is_a_one_line_error_with_a_remedy(core: FakeCore) -> None:
     core.list_namespaced_pod.list_errors = [_refused() for _ in range(50)]
     started = time.monotonic()
     with pytest.raises(ClusterGone) as caught:
-        watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=60, gone_after=0.6)
+        watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=60, gone_after=0.6)
     assert time.monotonic() - started < 5
     assert "connection refused" in caught.value.cause
     assert "https://127.0.0.1:6443" in caught.value.cause
@@ -649,14 +779,14 @@ def test_cluster_lost_mid_watch_raises_cluster_gone(core: FakeCore) -> None:
     core.list_namespaced_pod.refuse_after = 1
     started = time.monotonic()
     with pytest.raises(ClusterGone):
-        watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=30, gone_after=0.6)
+        watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=30, gone_after=0.6)
     assert time.monotonic() - started < 5
 
 
 def test_a_forbidden_list_is_a_harness_error_not_a_traceback(core: FakeCore) -> None:
     core.list_namespaced_pod.list_errors = [ApiException(status=403, reason="Forbidden")]
     with pytest.raises(HarnessError, match="403") as caught:
-        watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=5)
+        watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=5)
     assert not isinstance(caught.value, ClusterGone)
 
 
@@ -666,8 +796,8 @@ def test_pod_filter_ignores_the_old_revision(core: FakeCore) -> None:
     new = _healthy()
     new["metadata"]["creationTimestamp"] = "2025-11-26T08:05:00Z"
     core.list_namespaced_pod.items = [old, new]
-    verdict = watch_workload(
-        as_core(core),
+    verdict = watch(
+        core,
         "ns",
         "",
         expect=Outcome.HEALTHY,
@@ -681,7 +811,7 @@ def test_pod_filter_ignores_the_old_revision(core: FakeCore) -> None:
 
 def test_mark_emulated_turns_healthy_into_ran_emulated(core: FakeCore) -> None:
     core.list_namespaced_pod.items = [_healthy()]
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.1)
+    verdict = watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.1)
     marked = mark_emulated(verdict, "qemu-aarch64 is registered in binfmt_misc")
     assert marked.outcome is Outcome.RAN_EMULATED
     assert "masked" in marked.summary
@@ -778,9 +908,7 @@ def test_current_pods_selector_adds_the_pod_template_hash() -> None:
 def test_waiting_past_a_healthy_workload_does_not_spin(core: FakeCore) -> None:
     core.list_namespaced_pod.items = [_healthy()]
     cpu = time.process_time()
-    verdict = watch_workload(
-        as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=1.0, fail_on=set(), stable_seconds=0.1
-    )
+    verdict = watch(core, "ns", "", expect=Outcome.CRASH_LOOP, timeout=1.0, fail_on=set(), stable_seconds=0.1)
     assert verdict.outcome is Outcome.TIMEOUT
     assert time.process_time() - cpu < 0.5
 
@@ -793,14 +921,14 @@ def test_a_log_that_cannot_be_read_is_noted_not_fatal(core: FakeCore) -> None:
         raise ApiException(status=403, reason="Forbidden")
 
     core.read_namespaced_pod_log = failing  # type: ignore[method-assign]
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.HEALTHY, timeout=10)
+    verdict = watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=10)
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert any("could not read the log of app" in e.text for e in verdict.timeline)
 
 
 def test_min_restarts_keeps_watching_the_crash_loop(core: FakeCore) -> None:
     replay(core, "crashloop-exec-format", speed=0.05)  # restarts reach 2 at t=21 s (1 s here)
-    verdict = watch_workload(as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, min_restarts=2)
+    verdict = watch(core, "ns", "", expect=Outcome.CRASH_LOOP, timeout=10, min_restarts=2)
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert verdict.restarts == 2
     assert verdict.seconds >= 0.6
@@ -808,9 +936,7 @@ def test_min_restarts_keeps_watching_the_crash_loop(core: FakeCore) -> None:
 
 def test_min_restarts_not_reached_by_the_deadline_is_still_a_crash_loop(core: FakeCore) -> None:
     core.list_namespaced_pod.items = [_crashing()]  # restarts 2
-    verdict = watch_workload(
-        as_core(core), "ns", "", expect=Outcome.CRASH_LOOP, timeout=0.5, min_restarts=5, logs=False
-    )
+    verdict = watch(core, "ns", "", expect=Outcome.CRASH_LOOP, timeout=0.5, min_restarts=5, logs=False)
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert 0.5 <= verdict.seconds < 2
 
