@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,10 +27,14 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from harness.errors import ClusterGone, HarnessError
+from harness.errors import ClusterGone, HarnessError, WatchStopped
 from harness.outcomes import (
     Evidence,
+    HealthGate,
     Outcome,
+    ProbeCount,
+    ProbeLedger,
+    ProbeSpec,
     RolloutStatus,
     Verdict,
     _lacks_resources,
@@ -39,7 +43,11 @@ from harness.outcomes import (
     created_after,
     current_pods_selector,
     diagnose,
+    expected_replicas,
+    healthy_gate,
+    job_outcome,
     mark_emulated,
+    parse_probe_metrics,
     rollout_state,
     selector_string,
     wait_rollout,
@@ -981,3 +989,457 @@ def test_a_log_the_kubelet_removed_is_no_log_line() -> None:
     )
     fake.logs[("p", "c", "current")] = f"{LOG_GONE} for containerd://abc"
     assert _read_log(api, as_core(fake), "ns", "p", "c", previous=True) == ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Healthy as an SRE means it: replicas, revision, restarts, probe evidence
+
+NODE = "incident-harness-control-plane"  # the node of the recorded pods
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_of(
+    name: str,
+    owner: tuple[str, str] | None = ("ReplicaSet", "web-1"),
+    *,
+    uid: str = "",
+    started: datetime | None = None,
+    labels: dict[str, str] | None = None,
+    restarts: int = 0,
+) -> dict[str, Any]:
+    """The recorded healthy pod, renamed, owned by `owner` (None: a bare pod), started at `started`."""
+    pod = _healthy()
+    pod["metadata"].update(name=name, uid=uid or f"uid-{name}", labels=labels or {"app": "web"}, namespace="ns")
+    pod["metadata"]["ownerReferences"] = (
+        [{"apiVersion": "apps/v1", "kind": owner[0], "name": owner[1], "uid": "x", "controller": True}] if owner else []
+    )
+    status = pod["status"]["containerStatuses"][0]
+    status["restartCount"] = restarts
+    if started is not None:
+        status["state"] = {"running": {"startedAt": _iso(started)}}
+    return pod
+
+
+def deployment(name: str = "web", replicas: int = 2, revision: str = "1", **status: Any) -> dict[str, Any]:
+    base = {
+        "observedGeneration": 1,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
+    }
+    base.update(status)
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name, "generation": 1, "annotations": {"deployment.kubernetes.io/revision": revision}},
+        "spec": {"replicas": replicas},
+        "status": base,
+    }
+
+
+def replica_set(name: str, revision: str, owner: str = "web") -> dict[str, Any]:
+    return {
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": name,
+            "annotations": {"deployment.kubernetes.io/revision": revision},
+            "ownerReferences": [{"kind": "Deployment", "name": owner, "uid": "d", "controller": True}],
+        },
+        "spec": {"replicas": 2},
+    }
+
+
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
+NOW = datetime(2026, 11, 26, 9, 0, 0, tzinfo=UTC)
+
+
+def gate_of(pods: list[dict[str, Any]], controllers: dict[tuple[str, str], Any], **kwargs: Any) -> HealthGate:
+    return healthy_gate([classify_pod(p) for p in pods], controllers, now=kwargs.pop("now", NOW), **kwargs)
+
+
+def test_probe_window_follows_the_pod_spec_with_kubernetes_defaults() -> None:
+    assert ProbeSpec("liveness").window == 0 + 10 * (3 - 1) + 1
+    spec = ProbeSpec("liveness", initial_delay=2, period=2, timeout=1, failure_threshold=3)
+    assert spec.window == 7
+    assert spec.describe_window() == (
+        "initialDelaySeconds 2 + periodSeconds 2 x (failureThreshold 3 - 1) + timeoutSeconds 1 = 7 s"
+    )
+    pod = _healthy()
+    pod["spec"]["containers"][0]["livenessProbe"] = {"exec": {"command": ["true"]}}  # nothing set: defaults
+    probe = classify_pod(pod).containers[0].probe("liveness")
+    assert probe == ProbeSpec("liveness", 0, 10, 1, 3)
+    recorded = classify_pod(_healthy()).containers[0].probe("liveness")
+    assert recorded is not None and recorded.window == 0 + 5 * 2 + 1
+
+
+def test_two_replicas_are_not_healthy_on_the_first_ready_pod() -> None:
+    controllers = {("ReplicaSet", "web-1"): replica_set("web-1", "1"), ("Deployment", "web"): deployment()}
+    one = gate_of([pod_of("web-1-a", started=LONG_AGO)], controllers)
+    assert not one.ok
+    assert "deployment/web: 1 of 2 replica(s) of the current revision Ready" in one.waiting
+    both = gate_of([pod_of("web-1-a", started=LONG_AGO), pod_of("web-1-b", started=LONG_AGO)], controllers)
+    assert both.ok, both.waiting
+    assert both.source == "probe window from the pod spec"
+    assert "2 pod(s) Ready" in both.detail and "no restart" in both.detail
+
+
+def test_expected_replicas_of_each_controller() -> None:
+    assert expected_replicas("Deployment", deployment(replicas=3)) == 3
+    assert expected_replicas("StatefulSet", {"spec": {}}) == 1  # spec.replicas defaults to 1
+    assert expected_replicas("DaemonSet", {"status": {"desiredNumberScheduled": 2}}) == 2
+    assert expected_replicas("Pod", {}) == 1
+    assert expected_replicas("Deployment", None) is None
+
+
+def test_a_pod_of_an_older_replica_set_still_serving_is_not_healthy() -> None:
+    controllers = {
+        ("ReplicaSet", "web-1"): replica_set("web-1", "1"),
+        ("ReplicaSet", "web-2"): replica_set("web-2", "2"),
+        ("Deployment", "web"): deployment(replicas=1, revision="2"),
+    }
+    old = pod_of("web-1-a", ("ReplicaSet", "web-1"), started=LONG_AGO)
+    new = pod_of("web-2-a", ("ReplicaSet", "web-2"), started=LONG_AGO)
+    gate = gate_of([old, new], controllers)
+    assert not gate.ok
+    assert "deployment/web: pod(s) of an older ReplicaSet still serving: web-1-a" in gate.waiting
+    old["metadata"]["deletionTimestamp"] = "2026-11-26T08:59:00Z"  # terminating: it no longer serves
+    assert gate_of([old, new], controllers).ok
+    # Pods the watch does not see (a pod filter): the Deployment's own counts tell.
+    controllers[("Deployment", "web")] = deployment(replicas=1, revision="2", replicas_total=2)
+    controllers[("Deployment", "web")]["status"]["replicas"] = 2
+    hidden = gate_of([new], controllers)
+    assert "deployment/web: 1 pod(s) of an older ReplicaSet still serving" in hidden.waiting
+
+
+def test_a_deployment_not_available_or_not_observed_is_not_healthy() -> None:
+    unavailable = deployment(replicas=1, conditions=[{"type": "Available", "status": "False"}])
+    controllers = {("ReplicaSet", "web-1"): replica_set("web-1", "1"), ("Deployment", "web"): unavailable}
+    gate = gate_of([pod_of("web-1-a", started=LONG_AGO)], controllers)
+    assert "deployment/web: condition Available is not True yet" in gate.waiting
+    unobserved = deployment(replicas=1, observedGeneration=0)
+    controllers[("Deployment", "web")] = unobserved
+    gate = gate_of([pod_of("web-1-a", started=LONG_AGO)], controllers)
+    assert "deployment/web: its controller has not observed the latest spec yet" in gate.waiting
+
+
+def test_statefulset_and_daemonset_replicas() -> None:
+    sts = {
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "generation": 1},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 1, "updateRevision": "db-abc", "currentRevision": "db-abc"},
+    }
+    labels = {"app": "db", "controller-revision-hash": "db-abc"}
+    first = pod_of("db-0", ("StatefulSet", "db"), started=LONG_AGO, labels=labels)
+    second = pod_of("db-1", ("StatefulSet", "db"), started=LONG_AGO, labels=labels)
+    controllers: dict[tuple[str, str], Any] = {("StatefulSet", "db"): sts}
+    assert "statefulset/db: 1 of 2 replica(s) Ready" in gate_of([first], controllers).waiting
+    assert gate_of([first, second], controllers).ok
+    stale = pod_of("db-1", ("StatefulSet", "db"), started=LONG_AGO, labels={**labels, "controller-revision-hash": "x"})
+    assert (
+        "statefulset/db: pod(s) of an older revision still serving: db-1"
+        in gate_of([first, stale], controllers).waiting
+    )
+    ds = {"kind": "DaemonSet", "metadata": {"name": "agent", "generation": 2}, "status": {"observedGeneration": 2}}
+    agent = pod_of("agent-x", ("DaemonSet", "agent"), started=LONG_AGO)
+    assert not gate_of([agent], {("DaemonSet", "agent"): ds}).ok  # desiredNumberScheduled not known yet
+    ds["status"]["desiredNumberScheduled"] = 1
+    assert gate_of([agent], {("DaemonSet", "agent"): ds}).ok
+
+
+def test_probe_window_fallback_waits_from_the_containers_start() -> None:
+    started = NOW - timedelta(seconds=4)  # the recorded liveness probe: 0 + 5 x 2 + 1 = 11 s
+    pod = pod_of("solo", None, started=started)
+    gate = gate_of([pod], {})
+    assert not gate.ok
+    assert gate.retry_in == pytest.approx(7.0)
+    assert gate.waiting[0].startswith("pod/solo container app liveness: probe window initialDelaySeconds 0 + ")
+    later = gate_of([pod], {}, now=started + timedelta(seconds=11))
+    assert later.ok and later.source == "probe window from the pod spec"
+
+
+def test_zero_restarts_is_part_of_healthy() -> None:
+    gate = gate_of([pod_of("solo", None, started=LONG_AGO, restarts=2)], {})
+    assert "pod/solo container app restarted 2 time(s)" in gate.waiting
+
+
+def test_a_job_is_judged_by_its_conditions_not_by_readiness() -> None:
+    gate = gate_of([pod_of("batch-x", ("Job", "batch"), started=LONG_AGO)], {("Job", "batch"): {"status": {}}})
+    assert not gate.ok
+
+
+METRICS = """# HELP prober_probe_total [ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result.
+# TYPE prober_probe_total counter
+prober_probe_total{container="app",namespace="ns",pod="solo",pod_uid="uid-solo",probe_type="Liveness",result="failed"} {lf}
+prober_probe_total{container="app",namespace="ns",pod="solo",pod_uid="uid-solo",probe_type="Liveness",result="successful"} {ls}
+prober_probe_total{container="app",namespace="ns",pod="solo",pod_uid="uid-solo",probe_type="Readiness",result="successful"} 12
+prober_probe_total{container="coredns",namespace="kube-system",pod="coredns-x",pod_uid="u2",probe_type="Readiness",result="successful"} 3e+02
+prober_probe_duration_seconds_bucket{container="app",le="0.005"} 4
+"""
+
+
+def metrics(ls: int, lf: int = 0) -> str:
+    return METRICS.replace("{ls}", str(ls)).replace("{lf}", str(lf))
+
+
+def test_probe_metrics_are_parsed_per_container_and_probe() -> None:
+    rows = parse_probe_metrics(metrics(ls=4, lf=1))
+    assert rows[("ns", "solo", "uid-solo", "app", "liveness")] == ProbeCount(successful=4, failed=1)
+    assert rows[("ns", "solo", "uid-solo", "app", "readiness")] == ProbeCount(successful=12)
+    assert rows[("kube-system", "coredns-x", "u2", "coredns", "readiness")].successful == 300
+    assert len(rows) == 3
+
+
+def test_probe_ledger_wants_a_success_newer_than_any_failure() -> None:
+    key = ("ns", "solo", "uid-solo", "app", "liveness")
+    ledger = ProbeLedger()
+    ledger.observe({key: ProbeCount(successful=0, failed=0)})
+    assert not ledger.passed(key)
+    ledger.observe({key: ProbeCount(successful=1, failed=0)})
+    assert ledger.passed(key)
+    ledger.observe({key: ProbeCount(successful=1, failed=1)})  # a failure after the success
+    assert not ledger.passed(key)
+    ledger.observe({key: ProbeCount(successful=2, failed=1)})  # and a success after that
+    assert ledger.passed(key)
+    first_seen_with_failures = ProbeLedger()
+    first_seen_with_failures.observe({key: ProbeCount(successful=3, failed=2)})  # order unknown
+    assert not first_seen_with_failures.passed(key)
+    startup = ("ns", "solo", "uid-solo", "app", "startup")
+    first_seen_with_failures.observe({startup: ProbeCount(successful=1, failed=5)})  # failing until the app is up
+    assert first_seen_with_failures.passed(startup)
+
+
+def test_healthy_gate_on_the_kubelets_counters() -> None:
+    pod = pod_of("solo", None, started=NOW - timedelta(seconds=2))  # the window (11 s) is not over
+    ledger = ProbeLedger()
+    ledger.observe(parse_probe_metrics(metrics(ls=0, lf=2)))
+    failing = gate_of([pod], {}, ledger=ledger, metrics_nodes={NODE})
+    assert not failing.ok
+    assert "0 successful, 2 failed" in failing.waiting[0]
+    ledger.observe(parse_probe_metrics(metrics(ls=1, lf=2)))
+    passing = gate_of([pod], {}, ledger=ledger, metrics_nodes={NODE})
+    assert passing.ok, passing.waiting
+    assert passing.source == "kubelet prober metrics"
+    assert "pod/solo container app liveness: 1 successful, 2 failed" in passing.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# The watch with controllers and probe counters
+
+
+def test_two_replica_deployment_decides_only_when_both_are_ready(core: FakeCore) -> None:
+    core.apps.put("replica_set", replica_set("web-1", "1"))
+    core.apps.put("deployment", deployment(replicas=2))
+    first = pod_of("web-1-a", started=LONG_AGO)
+    second = pod_of("web-1-b", started=LONG_AGO)
+    core.list_namespaced_pod.items = [first]
+    core.list_namespaced_pod.sessions = [[(0.6, "ADDED", second)]]
+    verdict = watch(core, "ns", "app=web", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.1)
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.seconds >= 0.6
+    assert verdict.pods == ("web-1-a", "web-1-b")
+    assert verdict.health is not None and verdict.health.source == "probe window from the pod spec"
+    assert any("not Healthy yet: deployment/web: 1 of 2 replica(s)" in e.text for e in verdict.timeline)
+    assert "evidence: probe window from the pod spec" in verdict.summary
+
+
+def test_healthy_waits_for_a_liveness_success_in_the_kubelets_counters(core: FakeCore) -> None:
+    pod = pod_of("solo", None, started=datetime.now(UTC))
+    core.list_namespaced_pod.items = [pod]
+    core.metrics[NODE] = [metrics(ls=0), metrics(ls=0), metrics(ls=1)]
+    verdict = watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.1, probe_poll=0.2)
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.health is not None and verdict.health.source == "kubelet prober metrics"
+    assert verdict.seconds < 3  # did not wait out the 11 s window: the counters showed the success
+    assert 3 <= len(core.metrics_calls) <= 6  # polled, bounded by probe_poll
+
+
+def test_a_failing_liveness_probe_keeps_a_ready_pod_from_healthy(core: FakeCore) -> None:
+    pod = pod_of("solo", None, started=datetime.now(UTC))
+    core.list_namespaced_pod.items = [pod]
+    core.metrics[NODE] = [metrics(ls=0, lf=1), metrics(ls=0, lf=2)]
+    verdict = watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=1.0, stable_seconds=0.1, probe_poll=0.2)
+    assert verdict.outcome is Outcome.TIMEOUT
+    assert "no success since its last failure in the kubelet's counters (0 successful, 2 failed)" in verdict.summary
+
+
+def test_unreadable_counters_fall_back_to_the_probe_window(core: FakeCore) -> None:
+    pod = pod_of("solo", None, started=datetime.now(UTC) - timedelta(seconds=10))  # 11 s window: ~1 s left
+    pod["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = 2
+    core.list_namespaced_pod.items = [pod]
+    core.metrics[NODE] = ApiException(status=403, reason="Forbidden")
+    verdict = watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=10, stable_seconds=0.1)
+    assert verdict.outcome is Outcome.HEALTHY
+    assert verdict.health is not None and verdict.health.source == "probe window from the pod spec"
+    assert 0.3 <= verdict.seconds < 4
+    assert len(core.metrics_calls) == 1  # unreadable once: not asked again
+    assert any("probe metrics cannot be read" in e.text for e in verdict.timeline)
+
+
+def test_stop_closes_the_streams_and_raises_watch_stopped(core: FakeCore) -> None:
+    pod = _healthy()
+    pod["status"]["containerStatuses"][0]["ready"] = False
+    core.list_namespaced_pod.items = [pod]
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(WatchStopped):
+        watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=60, stop=stop)
+    assert time.monotonic() - started < 1.5
+    assert not [t for t in threading.enumerate() if t.name.startswith("watching ")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and bare pods
+
+
+def finished(pod: dict[str, Any], phase: str, exit_code: int, reason: str, message: str = "") -> dict[str, Any]:
+    pod["spec"]["restartPolicy"] = "Never"
+    pod["status"]["phase"] = phase
+    for cond in pod["status"]["conditions"]:
+        if cond["type"] in ("Ready", "ContainersReady"):
+            cond["status"] = "False"
+    cs = pod["status"]["containerStatuses"][0]
+    cs.update(ready=False, started=False)
+    cs["state"] = {
+        "terminated": {
+            "exitCode": exit_code,
+            "reason": reason,
+            "message": message,
+            "containerID": "containerd://0123456789abcdef",
+        }
+    }
+    return pod
+
+
+def job(conditions: list[dict[str, Any]], backoff_limit: int = 1) -> dict[str, Any]:
+    return {
+        "kind": "Job",
+        "metadata": {"name": "batch"},
+        "spec": {"backoffLimit": backoff_limit},
+        "status": {"conditions": conditions, "failed": 1},
+    }
+
+
+FAILED_JOB = [
+    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
+    {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+    },
+]
+
+
+def test_a_failed_job_pod_is_not_a_failed_job_while_it_will_retry() -> None:
+    pod = finished(pod_of("batch-a", ("Job", "batch")), "Failed", 1, "Error")
+    assert classify_pod(pod).outcome is Outcome.FAILED
+    assert classify_workload([pod], controllers={("Job", "batch"): job([])}) is None  # backoffLimit not reached
+    assert classify_workload([pod], controllers={("Job", "batch"): job(FAILED_JOB)}) is Outcome.FAILED
+    done = finished(pod_of("batch-b", ("Job", "batch")), "Succeeded", 0, "Completed")
+    complete = job([{"type": "SuccessCriteriaMet", "status": "True"}, {"type": "Complete", "status": "True"}])
+    assert classify_workload([pod, done], controllers={("Job", "batch"): complete}) is Outcome.COMPLETE
+    assert job_outcome(job([])) is None
+
+
+def test_a_bare_pod_that_failed_or_succeeded_is_decided_by_its_phase() -> None:
+    failed = finished(pod_of("once", None), "Failed", 3, "Error")
+    assert classify_workload([failed]) is Outcome.FAILED
+    cause = diagnose(failed, [], ["fatal: config file missing"])
+    assert cause is not None
+    assert (cause.exit_code, cause.termination_reason, cause.instance) == (3, "Error", "0123456789ab")
+    assert cause.log_lines == ("fatal: config file missing",)
+    assert classify_workload([finished(pod_of("once", None), "Succeeded", 0, "Completed")]) is Outcome.COMPLETE
+    # A Deployment's pod that ended (an eviction) is replaced by its ReplicaSet: it does not count.
+    evicted = finished(pod_of("web-1-x"), "Failed", 137, "Error")
+    assert not classify_pod(evicted).live
+
+
+def test_start_error_with_restart_policy_never_is_failed_with_the_exec_format_error() -> None:
+    message = (
+        "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
+        'failed: unable to start container process: exec: "/entrypoint.sh": exec format error: unknown'
+    )
+    pod = finished(pod_of("once", None), "Failed", 128, "StartError", message)
+    assert classify_workload([pod]) is Outcome.FAILED
+    cause = diagnose(pod, [], [], node_platform="linux/amd64")
+    assert cause is not None and cause.exec_format_error
+    assert cause.explanation == "exec format error on a linux/amd64 node (image platform unknown)"
+    assert cause.evidence.startswith("termination message of pod/once container app instance 0123456789ab")
+
+
+def test_watch_job_failed_only_when_the_job_says_so(core: FakeCore) -> None:
+    attempt = finished(pod_of("batch-a", ("Job", "batch")), "Failed", 1, "Error")
+    core.list_namespaced_pod.items = [attempt]
+    core.logs = {("batch-a", "app", "current"): "exec /bin/busybox: exec format error\n"}
+    core.batch.put("job", job([]), job([]), job([]), job(FAILED_JOB))
+    verdict = watch(core, "ns", "", expect=Outcome.FAILED, timeout=10, probe_poll=0.1)
+    assert verdict.outcome is Outcome.FAILED
+    assert verdict.seconds >= 0.2  # read the Job more than once: it was still retrying at first
+    assert verdict.cause is not None and verdict.cause.exec_format_error
+    assert "job/batch Failed: BackoffLimitExceeded: Job has reached the specified backoff limit" in verdict.summary
+    assert verdict.terminated_reasons_seen == frozenset({"Error"})
+    assert verdict.exit_codes_seen == frozenset({1})
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe kills and what a verdict records
+
+
+LIVENESS_MESSAGE = (
+    'Liveness probe failed: Get "http://10.244.0.7:9999/healthz": dial tcp 10.244.0.7:9999: connect: connection refused'
+)
+
+
+def liveness_killed() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    pod = _crashing()
+    name = pod["metadata"]["name"]
+    cs = pod["status"]["containerStatuses"][0]
+    cs["lastState"]["terminated"].update(exitCode=2, reason="Error", message="")
+
+    def event(reason: str, message: str, count: int) -> dict[str, Any]:
+        return {
+            "metadata": {"name": f"{name}.{reason}", "uid": f"e-{reason}"},
+            "involvedObject": {"kind": "Pod", "name": name, "fieldPath": "spec.containers{app}"},
+            "reason": reason,
+            "message": message,
+            "type": "Warning" if reason == "Unhealthy" else "Normal",
+            "count": count,
+            "firstTimestamp": "2026-11-26T08:00:05Z",
+            "lastTimestamp": "2026-11-26T08:00:40Z",
+        }
+
+    events = [
+        event("Unhealthy", LIVENESS_MESSAGE, 6),
+        event("Killing", "Container app failed liveness probe, will be restarted", 2),
+    ]
+    return pod, events
+
+
+def test_a_liveness_kill_is_a_crash_loop_with_the_probes_message() -> None:
+    pod, events = liveness_killed()
+    assert classify_workload([pod], events) is Outcome.CRASH_LOOP
+    cause = diagnose(pod, events, [])
+    assert cause is not None
+    assert cause.reason == "liveness probe failed" and cause.probe == "liveness"
+    assert cause.message == LIVENESS_MESSAGE
+    assert cause.explanation.startswith("the kubelet killed the container after its liveness probe failed")
+    assert "event Killing on pod/" in cause.evidence and "event Unhealthy on pod/" in cause.evidence
+    assert not cause.exec_format_error
+
+
+def test_a_verdict_keeps_waiting_and_terminated_reasons_apart(core: FakeCore) -> None:
+    replay(core, "crashloop-exec-format")
+    verdict = watch(core, "incident-orders", "app=orders-api", expect={Outcome.CRASH_LOOP}, timeout=30)
+    assert "CrashLoopBackOff" in verdict.waiting_reasons_seen
+    assert "CrashLoopBackOff" not in verdict.terminated_reasons_seen
+    assert "Error" in verdict.terminated_reasons_seen and "Error" not in verdict.waiting_reasons_seen
+    assert verdict.exit_codes_seen == frozenset({1})
+    assert verdict.phases_seen >= verdict.waiting_reasons_seen | verdict.terminated_reasons_seen
+    assert verdict.images_ran and verdict.images_ran[0].image == ARM_IMAGE
+    assert verdict.images_ran[0].image_id.startswith("docker.io/") and verdict.images_ran[0].node == NODE
