@@ -86,6 +86,12 @@ EXPECTED: dict[str, Outcome | None] = {
     "init-crashloop": Outcome.INIT_CRASH_LOOP,
     "create-config-error": Outcome.CREATE_ERROR,
     "not-ready-probe-failing": Outcome.NOT_READY,
+    "starterror-missing-entrypoint": Outcome.CRASH_LOOP,
+    "create-config-error-missing-key": Outcome.CREATE_ERROR,
+    "pod-never-start-error": Outcome.FAILED,
+    "liveness-kill": Outcome.CRASH_LOOP,
+    "job-failed-exec-format": None,  # the Job's pods failed; only the Job says whether it retries
+    "probe-metrics": Outcome.HEALTHY,  # the candidate only: the probe counters keep it from Healthy
 }
 
 
@@ -1443,3 +1449,89 @@ def test_a_verdict_keeps_waiting_and_terminated_reasons_apart(core: FakeCore) ->
     assert verdict.phases_seen >= verdict.waiting_reasons_seen | verdict.terminated_reasons_seen
     assert verdict.images_ran and verdict.images_ran[0].image == ARM_IMAGE
     assert verdict.images_ran[0].image_id.startswith("docker.io/") and verdict.images_ran[0].node == NODE
+
+
+# ---------------------------------------------------------------------------------------------
+# Recorded from the real cluster (2026-12-01): StartError, CreateContainerConfigError, a bare pod
+# that failed, a liveness kill, a Job past its backoffLimit, the kubelet's probe counters
+
+
+def test_recorded_start_error_of_a_missing_entrypoint_is_no_exec_format_error() -> None:
+    pods, events, _ = load("starterror-missing-entrypoint")
+    cause = diagnose(pods[0], events, [], node_platform="linux/amd64")
+    assert cause is not None
+    assert (cause.reason, cause.exit_code, cause.termination_reason) == ("StartError", 128, "StartError")
+    assert not cause.exec_format_error
+    assert "stat /no/such/entrypoint: no such file or directory" in cause.message
+    assert cause.evidence.startswith("last terminated state of pod/missing-entrypoint-")
+    assert "another CPU architecture" not in cause.describe()
+
+
+def test_recorded_create_container_config_error_names_the_missing_key() -> None:
+    pods, events, _ = load("create-config-error-missing-key")
+    cause = diagnose(pods[0], events)
+    assert cause is not None
+    assert cause.reason == "CreateContainerConfigError"
+    assert cause.message == "couldn't find key absent in ConfigMap rec-cfgkey/app-config"
+    assert (
+        cause.evidence
+        == f"waiting reason CreateContainerConfigError of pod/{pods[0]['metadata']['name']} container app"
+    )
+
+
+def test_recorded_bare_pod_that_never_started_is_failed_with_its_exit_code() -> None:
+    pods, events, _ = load("pod-never-start-error")
+    state = classify_pod(pods[0])
+    assert (state.phase, state.restart_policy, state.owner_kind, state.live) == ("Failed", "Never", "", True)
+    cause = diagnose(pods[0], events)
+    assert cause is not None and (cause.exit_code, cause.reason) == (128, "StartError")
+    assert cause.instance == "3db1eceb1c74"
+
+
+def test_recorded_liveness_kill_is_a_crash_loop_caused_by_the_probe() -> None:
+    pods, events, _ = load("liveness-kill")
+    cause = diagnose(pods[0], events)
+    assert cause is not None
+    assert cause.reason == "liveness probe failed" and cause.probe == "liveness"
+    assert cause.message.startswith('Liveness probe failed: Get "http://10.244.0.46:9999/healthz"')
+    assert (cause.exit_code, cause.termination_reason) == (137, "Error")
+    assert "failureThreshold 3" in cause.explanation
+    assert "(x9, last " in cause.evidence
+    assert "'Container httpd failed liveness probe, will be restarted'" in cause.evidence
+
+
+def test_recorded_job_is_failed_only_by_its_conditions() -> None:
+    pods, events, _ = load("job-failed-exec-format")
+    job_obj = json.loads((DATA / "job-failed-exec-format" / "jobs.json").read_text())["items"][0]
+    assert [classify_pod(p).outcome for p in pods] == [Outcome.FAILED, Outcome.FAILED]
+    assert classify_workload(pods, events) is None
+    assert classify_workload(pods, events, controllers={("Job", "task"): job_obj}) is Outcome.FAILED
+    retrying = copy.deepcopy(job_obj)
+    retrying["status"]["conditions"] = []
+    assert classify_workload(pods, events, controllers={("Job", "task"): retrying}) is None
+    _, _, logs = load("job-failed-exec-format")
+    name = pods[0]["metadata"]["name"]
+    lines = logs.get((name, "task", "current"), "").splitlines()
+    image = pods[0]["spec"]["containers"][0]["image"]
+    cause = diagnose(pods[0], events, lines, image_platforms={image: ("linux/arm64",)}, node_platform="linux/amd64")
+    assert cause is not None and cause.exec_format_error and cause.platform_mismatch
+
+
+def test_recorded_probe_counters_keep_a_ready_pod_with_a_failing_liveness_probe_from_healthy() -> None:
+    text = (DATA / "probe-metrics" / "probes.txt").read_text()
+    rows = parse_probe_metrics(text)
+    pods, _, _ = load("probe-metrics")
+    pod = pods[0]
+    key = ("rec-metrics", pod["metadata"]["name"], pod["metadata"]["uid"], "httpd", "liveness")
+    assert rows[key] == ProbeCount(successful=0, failed=1)
+    assert any(k[0] == "kube-system" and k[4] == "liveness" for k in rows)  # coredns's, on the same node
+    ledger = ProbeLedger()
+    ledger.observe(rows)
+    state = classify_pod(pod)
+    assert state.outcome is Outcome.HEALTHY  # Ready: the candidate
+    gate = healthy_gate([state], {}, now=NOW, ledger=ledger, metrics_nodes={state.node})
+    assert not gate.ok
+    assert (
+        "liveness: no success since its last failure in the kubelet's counters (0 successful, 1 failed)"
+        in gate.waiting[-1]
+    )
