@@ -616,6 +616,8 @@ def not_ready_failures(
         probe = c.probe("readiness")
         if c.init or c.ready or c.state != "running" or probe is None:
             continue
+        if _liveness_failing(state, c, events, probe_counts):
+            continue  # the kubelet will kill and restart it: that is a crash loop, not NotReady
         seen = probe_failures(events, state.name, c, "readiness", c.started_at)
         count = _lookup(probe_counts, _probe_key(state, c, "readiness"))
         if count is not None and c.restarts == 0 and count.successful == 0 and count.failed >= probe.failure_threshold:
@@ -631,6 +633,21 @@ def not_ready_failures(
         if seen is not None and seen.count >= probe.failure_threshold:
             return c, probe, seen
     return None
+
+
+def _liveness_failing(
+    state: PodState,
+    c: ContainerState,
+    events: Sequence[Mapping[str, Any]],
+    probe_counts: Mapping[ProbeKey, ProbeCount] | None,
+) -> bool:
+    """The container's liveness probe has failed since it started and not succeeded: a kill may follow."""
+    if c.probe("liveness") is None:
+        return False
+    if probe_failures(events, state.name, c, "liveness", c.started_at) is not None:
+        return True
+    count = _lookup(probe_counts, _probe_key(state, c, "liveness"))
+    return count is not None and c.restarts == 0 and count.failed > 0 and count.successful == 0
 
 
 def _effective(state: PodState) -> Outcome | None:

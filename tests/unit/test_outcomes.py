@@ -1274,7 +1274,7 @@ def test_a_failing_liveness_probe_keeps_a_ready_pod_from_healthy(core: FakeCore)
 
 
 def test_unreadable_counters_fall_back_to_the_probe_window(core: FakeCore) -> None:
-    pod = pod_of("solo", None, started=datetime.now(UTC) - timedelta(seconds=10))  # 11 s window: ~1 s left
+    pod = pod_of("solo", None, started=datetime.now(UTC) - timedelta(seconds=9))  # 11 s window: 1 to 2 s left
     pod["spec"]["containers"][0]["readinessProbe"]["periodSeconds"] = 2
     core.list_namespaced_pod.items = [pod]
     core.metrics[NODE] = ApiException(status=403, reason="Forbidden")
@@ -1535,3 +1535,16 @@ def test_recorded_probe_counters_keep_a_ready_pod_with_a_failing_liveness_probe_
         "liveness: no success since its last failure in the kubelet's counters (0 successful, 1 failed)"
         in gate.waiting[-1]
     )
+
+
+def test_a_pod_whose_liveness_probe_fails_too_is_left_to_become_a_crash_loop() -> None:
+    """Nothing listens: readiness and liveness both fail. The kubelet will kill it; NotReady would hide that."""
+    pods, events, _ = load("not-ready-probe-failing")
+    pod = pods[0]
+    started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    liveness = copy.deepcopy(next(e for e in events if e["reason"] == "Unhealthy"))
+    liveness["metadata"]["uid"] = "liveness-event"
+    liveness.update(message="Liveness probe failed: HTTP probe failed with statuscode: 404", count=2)
+    liveness["firstTimestamp"] = liveness["lastTimestamp"] = started
+    assert classify_workload(pods, events) is Outcome.NOT_READY
+    assert classify_workload(pods, [*events, liveness]) is None
