@@ -608,16 +608,29 @@ def not_ready_failures(
     state: PodState,
     events: Sequence[Mapping[str, Any]],
     probe_counts: Mapping[ProbeKey, ProbeCount] | None = None,
+    now: datetime | None = None,
 ) -> tuple[ContainerState, ProbeSpec, ProbeFailures] | None:
-    """A running container whose readiness probe failed past its failureThreshold since it started."""
+    """A running container that is alive but whose readiness probe failed past its failureThreshold.
+
+    Past the threshold means both: at least failureThreshold failures since the container started
+    (Unhealthy events, or the kubelet's counters), and the readiness probe's window
+    (initialDelaySeconds + periodSeconds x (failureThreshold - 1) + timeoutSeconds) over since
+    then, so an app that is still starting is not judged on the kubelet's first quick tries.
+    Alive: a liveness probe, when there is one, has passed (in the counters, or its window is over
+    with no failure); while it fails or has not run, the kubelet may yet kill the container, and
+    that crash loop is the outcome to report.
+    """
     if state.phase != "Running" or state.ready or state.terminating:
         return None
+    moment = now or datetime.now(UTC)
     for c in state.containers:
         probe = c.probe("readiness")
-        if c.init or c.ready or c.state != "running" or probe is None:
+        if c.init or c.ready or c.state != "running" or probe is None or c.started_at is None:
             continue
-        if _liveness_failing(state, c, events, probe_counts):
-            continue  # the kubelet will kill and restart it: that is a crash loop, not NotReady
+        if (moment - c.started_at).total_seconds() < probe.window:
+            continue
+        if not _alive(state, c, events, probe_counts, moment):
+            continue
         seen = probe_failures(events, state.name, c, "readiness", c.started_at)
         count = _lookup(probe_counts, _probe_key(state, c, "readiness"))
         if count is not None and c.restarts == 0 and count.successful == 0 and count.failed >= probe.failure_threshold:
@@ -635,19 +648,26 @@ def not_ready_failures(
     return None
 
 
-def _liveness_failing(
+def _alive(
     state: PodState,
     c: ContainerState,
     events: Sequence[Mapping[str, Any]],
     probe_counts: Mapping[ProbeKey, ProbeCount] | None,
+    now: datetime,
 ) -> bool:
-    """The container's liveness probe has failed since it started and not succeeded: a kill may follow."""
-    if c.probe("liveness") is None:
-        return False
-    if probe_failures(events, state.name, c, "liveness", c.started_at) is not None:
+    """The container's liveness probe (if any) has passed: the kubelet will not kill it for now."""
+    probe = c.probe("liveness")
+    if probe is None:
         return True
+    if probe_failures(events, state.name, c, "liveness", c.started_at) is not None:
+        return False
     count = _lookup(probe_counts, _probe_key(state, c, "liveness"))
-    return count is not None and c.restarts == 0 and count.failed > 0 and count.successful == 0
+    if count is not None and c.restarts == 0:
+        return count.successful > 0 and count.failed == 0
+    counted = probe_counts is not None and any(k[:2] == (state.namespace, state.name) for k in probe_counts)
+    if counted:
+        return False  # the kubelet's counters are read but show no liveness run yet
+    return c.started_at is not None and (now - c.started_at).total_seconds() >= probe.window
 
 
 def _effective(state: PodState) -> Outcome | None:
@@ -664,6 +684,7 @@ def _decide(
     min_pods: int,
     controllers: Controllers | None = None,
     probe_counts: Mapping[ProbeKey, ProbeCount] | None = None,
+    now: datetime | None = None,
 ) -> Outcome | None:
     known: Controllers = controllers or {}
     live = [s for s in states if s.live]
@@ -672,7 +693,7 @@ def _decide(
         outcome = _effective(s)
         if outcome is not None and outcome in FAILURES:
             failures.append(outcome)
-        elif outcome is None and not_ready_failures(s, events, probe_counts) is not None:
+        elif outcome is None and not_ready_failures(s, events, probe_counts, now) is not None:
             failures.append(Outcome.NOT_READY)
         # An event may tell before the status does (the scheduler writes both, in either order).
         if s.scheduled is None and _failed_scheduling(events, s.name):
@@ -709,6 +730,7 @@ def classify_workload(
     min_pods: int = 1,
     controllers: Controllers | None = None,
     probe_counts: Mapping[ProbeKey, ProbeCount] | None = None,
+    now: datetime | None = None,
 ) -> Outcome | None:
     """The outcome of a workload's pods right now; None while undecided (starting, running not ready).
 
@@ -719,7 +741,7 @@ def classify_workload(
     workload is RAN_EMULATED, never HEALTHY. HEALTHY here is only the candidate: watch_workload
     confirms it with healthy_gate (replicas, revision, restarts, probe evidence).
     """
-    return _decide([classify_pod(p) for p in pods], events, emulated, min_pods, controllers, probe_counts)
+    return _decide([classify_pod(p) for p in pods], events, emulated, min_pods, controllers, probe_counts, now)
 
 
 def has_exec_format_error(texts: Iterable[str]) -> bool:
@@ -828,6 +850,7 @@ def _cause(
     image_platforms: Mapping[str, Sequence[str]] | None = None,
     node_platform: str = "",
     probe_counts: Mapping[ProbeKey, ProbeCount] | None = None,
+    now: datetime | None = None,
 ) -> Cause | None:
     pod_events = _events_for(events, state.name)
     warnings: list[str] = []
@@ -852,7 +875,7 @@ def _cause(
             else f"event FailedScheduling on pod/{state.name}"
         )
         return Cause(reason="Unschedulable", message=message, pod=state.name, events=tuple(warnings), evidence=evidence)
-    not_ready = not_ready_failures(state, events, probe_counts)
+    not_ready = not_ready_failures(state, events, probe_counts, now)
     if not_ready is not None:
         ready_c, ready_probe, ready_seen = not_ready
         ready_total = len([x for x in state.containers if not x.init])

@@ -477,12 +477,18 @@ def watch_workload(
             now = time.monotonic()
             states = tracker.live_states()
             owners.update(states, now, refresh=False)
-            current = _decide(states, tracker.event_list(), emulated, min_pods, owners.objects, nodes.latest())
             wait = deadline - now
+            if _readiness_pending(states):
+                # Running but not Ready: whether it is alive (NotReady) or dying (a crash loop) is in the
+                # kubelet's counters and the probe windows; look again every probe_poll.
+                nodes.refresh({s.node for s in states if s.live and s.node}, now)
+                wait = min(wait, probe_poll)
             if _job_pending(states, owners.objects):
                 owners.update(states, now, refresh=True, kinds=("Job",))
-                current = _decide(states, tracker.event_list(), emulated, min_pods, owners.objects, nodes.latest())
                 wait = min(wait, probe_poll)
+            current = _decide(
+                states, tracker.event_list(), emulated, min_pods, owners.objects, nodes.latest(), clock.wall()
+            )
             if current is Outcome.UNSCHEDULABLE and wait > 0 and _short_of_resources(tracker):
                 # A rollout on a full node: the pods being replaced still hold the CPU and memory.
                 holders = freeing.holders(now)
@@ -571,6 +577,17 @@ _STOP_POLL: Final = 0.2
 def _steady(text: str) -> str:
     """A waiting reason without its changing figures, so a repeated note is not added again."""
     return re.sub(r"\s*\([^)]*\)$", "", text)
+
+
+def _readiness_pending(states: Sequence[PodState]) -> bool:
+    """A running container with a readiness probe is not Ready (it may become NotReady)."""
+    return any(
+        s.live
+        and s.phase == "Running"
+        and not s.ready
+        and any(c.probe("readiness") and not c.ready for c in s.containers)
+        for s in states
+    )
 
 
 def _job_pending(states: Sequence[PodState], controllers: Controllers) -> bool:
@@ -787,12 +804,16 @@ def _apply(tracker: _Tracker, m: _Message) -> None:
 
 
 def _culprit_state(
-    states: Sequence[PodState], outcome: Outcome, events: Sequence[Obj], probe_counts: Mapping[ProbeKey, ProbeCount]
+    states: Sequence[PodState],
+    outcome: Outcome,
+    events: Sequence[Obj],
+    probe_counts: Mapping[ProbeKey, ProbeCount],
+    now: datetime,
 ) -> PodState | None:
     live = [s for s in states if s.live] or list(states)
     if outcome is Outcome.NOT_READY:
         for s in live:
-            if not_ready_failures(s, events, probe_counts) is not None:
+            if not_ready_failures(s, events, probe_counts, now) is not None:
                 return s
     for s in live:
         if s.outcome is outcome:
@@ -825,7 +846,7 @@ def _verdict(
     events = tracker.event_list()
     counts = nodes.latest()
     if outcome not in (Outcome.HEALTHY, Outcome.RAN_EMULATED, Outcome.COMPLETE):
-        culprit = _culprit_state(states, outcome, events, counts)
+        culprit = _culprit_state(states, outcome, events, counts, clock.wall())
         if culprit is not None:
             container = _pick_container(culprit)
             lines: tuple[str, ...] = ()
@@ -852,6 +873,7 @@ def _verdict(
                 image_platforms=image_platforms,
                 node_platform=node_platform,
                 probe_counts=counts,
+                now=clock.wall(),
             )
     jobs = sorted({s.owner_name for s in states if s.owner_kind == "Job"})
     job_text = "; ".join(

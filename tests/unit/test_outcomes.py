@@ -1548,3 +1548,22 @@ def test_a_pod_whose_liveness_probe_fails_too_is_left_to_become_a_crash_loop() -
     liveness["firstTimestamp"] = liveness["lastTimestamp"] = started
     assert classify_workload(pods, events) is Outcome.NOT_READY
     assert classify_workload(pods, [*events, liveness]) is None
+
+
+def test_not_ready_waits_for_the_readiness_window_and_a_live_container() -> None:
+    """An app still starting fails its first quick readiness tries; NotReady needs it alive and the window over."""
+    pods, events, _ = load("not-ready-probe-failing")
+    pod = pods[0]
+    started = classify_pod(pod).containers[0].started_at
+    assert started is not None
+    # Readiness: 0 + 2 x (3 - 1) + 1 = 5 s; liveness: 0 + 5 x (3 - 1) + 1 = 11 s (no counters: its window).
+    assert classify_workload(pods, events, now=started + timedelta(seconds=4)) is None
+    assert classify_workload(pods, events, now=started + timedelta(seconds=6)) is None  # liveness not shown yet
+    assert classify_workload(pods, events, now=started + timedelta(seconds=11)) is Outcome.NOT_READY
+    key = ("rec-outcomes-notready", pod["metadata"]["name"], pod["metadata"]["uid"], "app", "liveness")
+    alive = {key: ProbeCount(successful=1)}
+    assert classify_workload(pods, events, probe_counts=alive, now=started + timedelta(seconds=6)) is Outcome.NOT_READY
+    not_run = {(*key[:4], "readiness"): ProbeCount(failed=3)}
+    assert classify_workload(pods, events, probe_counts=not_run, now=started + timedelta(seconds=30)) is None
+    dying = {key: ProbeCount(failed=1)}
+    assert classify_workload(pods, events, probe_counts=dying, now=started + timedelta(seconds=30)) is None
