@@ -186,7 +186,7 @@ class Cause:
         elif self.message:
             parts.append(_one_line(self.message, 200))
         if self.evidence:
-            parts.append(f"evidence: {_one_line(self.evidence, 240)}")
+            parts.append(f"evidence: {_one_line(self.evidence, 400)}")
         return "; ".join(parts)
 
 

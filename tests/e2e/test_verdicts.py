@@ -9,6 +9,8 @@ probes here run every 2 s.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 from harness import outcomes
 from harness.cluster import KindCluster
+from harness.errors import WatchStopped
 from harness.images import Builder
 from harness.outcomes import Outcome, Verdict
 from harness.platforms import Expectation, Platform, expected_outcome, read_binfmt
@@ -245,3 +248,79 @@ def test_two_replica_deployment_decides_after_both_ready_and_probe_evidence(
     assert "evidence: kubelet prober metrics" in verdict.summary
     assert verdict.restarts == 0
     assert verdict.images_ran and all(run.image_id for run in verdict.images_ran)
+
+
+def _bare_pod(name: str, command: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "task", "image": "set-by-test", "command": command}],
+            },
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "outcome", "exit_code"),
+    [(["/bin/busybox", "true"], Outcome.COMPLETE, 0), (["/bin/busybox", "false"], Outcome.FAILED, 1)],
+    ids=["succeeds", "fails"],
+)
+def test_bare_pod_with_restart_policy_never_ends_complete_or_failed(
+    harness_cluster: KindCluster,
+    httpd_images: dict[str, str],
+    deploy: Deploy,
+    command: list[str],
+    outcome: Outcome,
+    exit_code: int,
+) -> None:
+    applied = deploy(_bare_pod("once", command), image=httpd_images["native"])
+    verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=60)
+
+    assert verdict.outcome is outcome, f"{verdict.summary}\n{said(verdict)}"
+    assert verdict.seconds < 30
+    assert verdict.exit_codes_seen == frozenset({exit_code})
+    if outcome is Outcome.FAILED:
+        assert verdict.cause is not None and verdict.cause.exit_code == 1, verdict.cause
+        assert verdict.cause.instance in verdict.summary
+    else:
+        assert verdict.cause is None and "Complete after" in verdict.summary
+
+
+def test_daemonset_is_healthy_on_every_node_it_wants(
+    harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
+) -> None:
+    docs = httpd_deployment("agent")
+    ds = docs[0]
+    ds["kind"] = "DaemonSet"
+    del ds["spec"]["replicas"]
+    applied = deploy(docs, image=httpd_images["native"])
+    verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=90)
+
+    assert verdict.outcome is Outcome.HEALTHY, f"{verdict.summary}\n{said(verdict)}"
+    assert len(verdict.pods) == len(harness_cluster.nodes())
+    assert verdict.health is not None and verdict.health.source == "kubelet prober metrics"
+
+
+def test_stop_ends_a_real_watch_within_a_second_and_leaves_no_thread(
+    harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
+) -> None:
+    """Another thread sets stop: the TLS reads of both watch streams are closed, WatchStopped is raised."""
+    docs = httpd_deployment("stopped")
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"] = {"httpGet": {"path": "/missing", "port": 8080}, "periodSeconds": 2}
+    container["livenessProbe"]["initialDelaySeconds"] = 600  # never alive in time: the watch stays undecided
+    applied = deploy(docs, image=httpd_images["native"])
+    stop = threading.Event()
+    timer = threading.Timer(3.0, stop.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(WatchStopped):
+        watch(harness_cluster, applied, Outcome.HEALTHY, timeout=120, stop=stop)
+    took = time.monotonic() - started
+    assert 3.0 <= took < 4.5, f"the watch ended {took - 3.0:.1f} s after stop was set"
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("watching ")]
