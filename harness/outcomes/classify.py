@@ -86,6 +86,7 @@ def _container_state(status: Mapping[str, Any], init: bool, spec: Mapping[str, A
         image_id=_str(status.get("imageID")),
         started_at=_parse_time(detail.get("startedAt")) if kind in ("running", "terminated") else None,
         probes=() if init else _probe_specs(spec),
+        last_started_at=_parse_time(last.get("startedAt")),
     )
 
 
@@ -819,9 +820,18 @@ def _pick_container(state: PodState) -> ContainerState | None:
 
 
 def _probe_kill(events: Sequence[Mapping[str, Any]], pod: str, c: ContainerState) -> tuple[str, str] | None:
-    """(probe kind, the kubelet's Killing message) when the kubelet killed the container for a failed probe."""
+    """(probe kind, the kubelet's Killing message) when the kubelet killed the container for a failed probe.
+
+    Only a kill of the instance that ended last counts: the Killing event must be no older than
+    that instance's start (a kill long ago does not explain a later crash).
+    """
+    ended_start = c.started_at if c.state == "terminated" else c.last_started_at
+    floor = ended_start.replace(microsecond=0) if ended_start is not None else None
     for e in reversed(_events_for(events, pod)):
         if _str(e.get("reason")) != "Killing":
+            continue
+        last = _event_last(e)
+        if floor is not None and last is not None and last < floor:
             continue
         text = _str(e.get("message"))
         named = _event_container(e)

@@ -283,6 +283,7 @@ class ContainerState:
     image_id: str = ""
     started_at: datetime | None = None
     probes: tuple[ProbeSpec, ...] = ()
+    last_started_at: datetime | None = None  # of the instance in lastState.terminated
 
     @property
     def instance(self) -> str:

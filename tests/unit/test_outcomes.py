@@ -1406,7 +1406,7 @@ def liveness_killed() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     pod = _crashing()
     name = pod["metadata"]["name"]
     cs = pod["status"]["containerStatuses"][0]
-    cs["lastState"]["terminated"].update(exitCode=2, reason="Error", message="")
+    cs["lastState"]["terminated"].update(exitCode=2, reason="Error", message="", startedAt="2026-11-26T08:00:30Z")
 
     def event(reason: str, message: str, count: int) -> dict[str, Any]:
         return {
@@ -1567,3 +1567,13 @@ def test_not_ready_waits_for_the_readiness_window_and_a_live_container() -> None
     assert classify_workload(pods, events, probe_counts=not_run, now=started + timedelta(seconds=30)) is None
     dying = {key: ProbeCount(failed=1)}
     assert classify_workload(pods, events, probe_counts=dying, now=started + timedelta(seconds=30)) is None
+
+
+def test_a_liveness_kill_long_ago_does_not_explain_a_later_crash() -> None:
+    pod, events = liveness_killed()
+    last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    last.update(startedAt="2026-11-26T08:05:00Z", exitCode=1)  # this instance started after the last Killing
+    cause = diagnose(pod, events, ["panic: no database"])
+    assert cause is not None
+    assert cause.reason == "Error" and cause.probe == ""
+    assert cause.log_lines == ("panic: no database",)
