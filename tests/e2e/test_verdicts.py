@@ -324,3 +324,25 @@ def test_stop_ends_a_real_watch_within_a_second_and_leaves_no_thread(
     took = time.monotonic() - started
     assert 3.0 <= took < 4.5, f"the watch ended {took - 3.0:.1f} s after stop was set"
     assert not [t.name for t in threading.enumerate() if t.name.startswith("watching ")]
+
+
+def test_startup_probe_past_its_threshold_is_a_crash_loop_named_after_the_startup_probe(
+    harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
+) -> None:
+    docs = httpd_deployment("dead-startup")
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    container["startupProbe"] = {
+        "httpGet": {"path": "/healthz", "port": 9999},
+        "periodSeconds": 1,
+        "failureThreshold": 3,
+    }
+    applied = deploy(docs, image=httpd_images["native"])
+    verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=90)
+
+    assert verdict.outcome is Outcome.CRASH_LOOP, f"{verdict.summary}\n{said(verdict)}"
+    cause = verdict.cause
+    assert cause is not None
+    assert (cause.reason, cause.probe) == ("startup probe failed", "startup"), cause
+    assert cause.message.startswith("Startup probe failed:"), cause.message
+    assert "startup" in verdict.probe_failures_seen
+    assert not verdict.ready_seen

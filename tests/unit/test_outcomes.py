@@ -1577,3 +1577,14 @@ def test_a_liveness_kill_long_ago_does_not_explain_a_later_crash() -> None:
     assert cause is not None
     assert cause.reason == "Error" and cause.probe == ""
     assert cause.log_lines == ("panic: no database",)
+
+
+def test_a_startup_probe_kill_is_named_as_such() -> None:
+    pod, events = liveness_killed()
+    events[0]["message"] = 'Startup probe failed: Get "http://10.244.0.7:9999/healthz": connect: connection refused'
+    events[1]["message"] = "Container app failed startup probe, will be restarted"
+    cause = diagnose(pod, events, [])
+    assert cause is not None
+    assert (cause.reason, cause.probe) == ("startup probe failed", "startup")
+    assert cause.message.startswith("Startup probe failed:")
+    assert "after its startup probe failed" in cause.explanation
