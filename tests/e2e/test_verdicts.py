@@ -317,13 +317,15 @@ def test_stop_ends_a_real_watch_within_a_second_and_leaves_no_thread(
     applied = deploy(docs, image=httpd_images["native"])
     stop = threading.Event()
     timer = threading.Timer(3.0, stop.set)
+    before = set(threading.enumerate())
     timer.start()
     started = time.monotonic()
     with pytest.raises(WatchStopped):
         watch(harness_cluster, applied, Outcome.HEALTHY, timeout=120, stop=stop)
     took = time.monotonic() - started
     assert 3.0 <= took < 4.5, f"the watch ended {took - 3.0:.1f} s after stop was set"
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("watching ")]
+    left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("watching ")]
+    assert not left, f"threads still running: {left}"
 
 
 def test_startup_probe_past_its_threshold_is_a_crash_loop_named_after_the_startup_probe(

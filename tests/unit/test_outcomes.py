@@ -1292,11 +1292,13 @@ def test_stop_closes_the_streams_and_raises_watch_stopped(core: FakeCore) -> Non
     core.list_namespaced_pod.items = [pod]
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()
+    before = set(threading.enumerate())
     started = time.monotonic()
     with pytest.raises(WatchStopped):
         watch(core, "ns", "", expect=Outcome.HEALTHY, timeout=60, stop=stop)
     assert time.monotonic() - started < 1.5
-    assert not [t for t in threading.enumerate() if t.name.startswith("watching ")]
+    left = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("watching ")]
+    assert not left, f"threads still running: {left}"
 
 
 # ---------------------------------------------------------------------------------------------
