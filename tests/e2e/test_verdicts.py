@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from harness import outcomes
+from harness import outcomes, workload
 from harness.cluster import KindCluster
 from harness.errors import WatchStopped
 from harness.images import Builder
@@ -348,3 +348,28 @@ def test_startup_probe_past_its_threshold_is_a_crash_loop_named_after_the_startu
     assert cause.message.startswith("Startup probe failed:"), cause.message
     assert "startup" in verdict.probe_failures_seen
     assert not verdict.ready_seen
+
+
+def test_a_rollout_is_not_healthy_while_a_pod_of_the_old_replica_set_still_serves(
+    harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
+) -> None:
+    """minReadySeconds keeps the old pod serving for a while after the new one is Ready: wait for it to go."""
+    docs = httpd_deployment("rolling")
+    docs[0]["spec"]["minReadySeconds"] = 6
+    docs[0]["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    applied = deploy(docs, image=httpd_images["native"])
+    first = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=90)
+    assert first.outcome is Outcome.HEALTHY, f"{first.summary}\n{said(first)}"
+    old_pod = first.pods[0]
+
+    workload.rollout_restart(harness_cluster.apps, applied.namespace, "rolling")
+    verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=90)
+
+    assert verdict.outcome is Outcome.HEALTHY, f"{verdict.summary}\n{said(verdict)}"
+    texts = [e.text for e in verdict.timeline]
+    assert any("pod(s) of an older ReplicaSet still serving" in t for t in texts), said(verdict)
+    gone = next(
+        (e.elapsed for e in verdict.timeline if e.subject == f"pod/{old_pod}" and e.text in ("Terminating", "Deleted")),
+        None,
+    )
+    assert gone is not None and gone <= verdict.seconds, said(verdict)
