@@ -53,3 +53,7 @@ class ClusterGone(HarnessError):
 
 class GuardRefused(HarnessError):
     """The kubeconfig context is not a kind cluster made by the harness."""
+
+
+class WatchStopped(HarnessError):
+    """A watch stopped on request (its stop event was set by another thread)."""

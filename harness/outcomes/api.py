@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -169,9 +171,15 @@ class _Stream:
         self._watch: Any = None
 
     def close(self) -> None:
+        """End the stream now: mark it stopped and close its HTTP response, so no read stays blocked."""
         self.stop.set()
-        if self._watch is not None:
-            self._watch.stop()
+        watch = self._watch
+        if watch is None:
+            return
+        resp = getattr(watch, "_resp", None)  # the response Watch.stream is reading (None between requests)
+        watch.stop()
+        if resp is not None:
+            _close_response(resp)
 
     def _relist(self) -> tuple[str, Any]:
         items, rv = self.api.list(self.what, self.list_fn, self.namespace, **self.selectors)
@@ -228,6 +236,20 @@ class _Stream:
             if received == 0 and time.monotonic() - opened < 1.0:
                 # The server closed the watch at once: pause a little (bounded) instead of spinning.
                 self.stop.wait(min(1.0, max(0.0, self.deadline - time.monotonic())))
+
+
+def _close_response(resp: Any) -> None:
+    """Shut the response's socket down (wakes a thread blocked in a TLS read), then close the response.
+
+    Both steps tolerate a response that is already closed or was never connected.
+    """
+    connection = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed by the server or by the reader
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # a half-torn connection: nothing to release
+        resp.close()
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ class Outcome(Enum):
     UNSCHEDULABLE = "unschedulable"
     RAN_EMULATED = "ran_emulated"
     TIMEOUT = "timeout"
+    NOT_READY = "not_ready"
+    COMPLETE = "complete"
+    FAILED = "failed"
 
     @property
     def label(self) -> str:
@@ -59,6 +62,9 @@ _LABELS: Final[dict[Outcome, str]] = {
     Outcome.UNSCHEDULABLE: "Unschedulable",
     Outcome.RAN_EMULATED: "Ran under emulation",
     Outcome.TIMEOUT: "Timeout",
+    Outcome.NOT_READY: "NotReady",
+    Outcome.COMPLETE: "Complete",
+    Outcome.FAILED: "Failed",
 }
 
 CRASH_LOOP_REASON: Final = "CrashLoopBackOff"
@@ -84,18 +90,33 @@ _REASON_OUTCOME: Final[dict[str, Outcome]] = {
 }
 
 FAILURES: Final = frozenset(
-    {Outcome.CRASH_LOOP, Outcome.INIT_CRASH_LOOP, Outcome.IMAGE_PULL, Outcome.CREATE_ERROR, Outcome.UNSCHEDULABLE}
+    {
+        Outcome.CRASH_LOOP,
+        Outcome.INIT_CRASH_LOOP,
+        Outcome.IMAGE_PULL,
+        Outcome.CREATE_ERROR,
+        Outcome.UNSCHEDULABLE,
+        Outcome.NOT_READY,
+        Outcome.FAILED,
+    }
 )
 # Outcomes that end a watch early unless the caller narrows them with fail_on.
-DECISIVE: Final = FAILURES | {Outcome.HEALTHY, Outcome.RAN_EMULATED}
+DECISIVE: Final = FAILURES | {Outcome.HEALTHY, Outcome.RAN_EMULATED, Outcome.COMPLETE}
 # When pods of one workload disagree, the first of these wins.
 _PRECEDENCE: Final = (
     Outcome.CRASH_LOOP,
     Outcome.INIT_CRASH_LOOP,
+    Outcome.FAILED,
     Outcome.CREATE_ERROR,
     Outcome.IMAGE_PULL,
     Outcome.UNSCHEDULABLE,
+    Outcome.NOT_READY,
 )
+# Controllers that replace a finished pod with a new one: their finished pods do not count.
+REPLACING_CONTROLLERS: Final = frozenset({"ReplicaSet", "StatefulSet", "DaemonSet"})
+PROBE_KINDS: Final = ("liveness", "readiness", "startup")
+# The kubelet's Unhealthy event: "Liveness probe failed: ..." / "Readiness probe errored: ...".
+PROBE_EVENT_RE: Final = re.compile(r"^\s*(Liveness|Readiness|Startup) probe (failed|errored)", re.IGNORECASE)
 # Taints that only mean "the node is still coming up": the scheduler retries by itself.
 _TRANSIENT_TAINTS: Final = (
     "node.kubernetes.io/not-ready",
@@ -125,7 +146,12 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Cause:
-    """Why a pod failed, as far as status, events and the previous container's log tell."""
+    """Why a pod failed, as far as status, events, logs and known platforms tell; it names its evidence.
+
+    explanation is what the evidence supports, in words (for an exec format error it says
+    whether a platform difference was seen); evidence names where it was seen (pod, container,
+    instance, log line, event or image field).
+    """
 
     reason: str
     exit_code: int | None = None
@@ -137,20 +163,73 @@ class Cause:
     container: str = ""
     image: str = ""
     events: tuple[str, ...] = ()
+    instance: str = ""
+    explanation: str = ""
+    evidence: str = ""
+    probe: str = ""
+    image_platform: str = ""
+    node_platform: str = ""
+    platform_mismatch: bool = False
 
     def describe(self) -> str:
         """One line for humans."""
         where = f"pod {self.pod}" + (f" container {self.container}" if self.container else "")
+        if self.instance:
+            where += f" (instance {self.instance})"
         parts = [f"{where}: {self.reason}"]
         if self.exit_code is not None:
             parts.append(
                 f"exit code {self.exit_code}" + (f" ({self.termination_reason})" if self.termination_reason else "")
             )
-        if self.exec_format_error:
-            parts.append("the image's binaries are for another CPU architecture than the node's")
+        if self.explanation:
+            parts.append(self.explanation)
         elif self.message:
             parts.append(_one_line(self.message, 200))
+        if self.evidence:
+            parts.append(f"evidence: {_one_line(self.evidence, 400)}")
         return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class HealthEvidence:
+    """What decided Healthy: the kubelet's probe counters, or the probe window of the pod spec, and when."""
+
+    source: str
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """One container that ran: its image as the pod spec names it, the runtime's image ID, the node."""
+
+    pod: str
+    container: str
+    image: str
+    image_id: str
+    node: str
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One probe of a container, with the Kubernetes defaults filled in."""
+
+    kind: str  # liveness | readiness | startup
+    initial_delay: int = 0
+    period: int = 10
+    timeout: int = 1
+    failure_threshold: int = 3
+
+    @property
+    def window(self) -> int:
+        """Seconds after the container starts by which a failing probe has made the kubelet act."""
+        return self.initial_delay + self.period * (self.failure_threshold - 1) + self.timeout
+
+    def describe_window(self) -> str:
+        return (
+            f"initialDelaySeconds {self.initial_delay} + periodSeconds {self.period} x "
+            f"(failureThreshold {self.failure_threshold} - 1) + timeoutSeconds {self.timeout} = {self.window} s"
+        )
 
 
 @dataclass(frozen=True)
@@ -171,6 +250,12 @@ class Verdict:
     namespace: str = ""
     selector: str = ""
     last_state: str = ""
+    waiting_reasons_seen: frozenset[str] = frozenset()
+    terminated_reasons_seen: frozenset[str] = frozenset()
+    exit_codes_seen: frozenset[int] = frozenset()
+    probe_failures_seen: frozenset[str] = frozenset()
+    health: HealthEvidence | None = None
+    images_ran: tuple[ImageRun, ...] = ()
 
     def satisfies(self, expect: Outcome | Iterable[Outcome]) -> bool:
         return self.outcome in _outcome_set(expect)
@@ -194,6 +279,19 @@ class ContainerState:
     last_exit_code: int | None
     last_message: str
     last_container_id: str
+    spec_image: str = ""
+    image_id: str = ""
+    started_at: datetime | None = None
+    probes: tuple[ProbeSpec, ...] = ()
+    last_started_at: datetime | None = None  # of the instance in lastState.terminated
+
+    @property
+    def instance(self) -> str:
+        """The short ID (12 hex digits) of the container instance the current state is about."""
+        return short_id(self.container_id)
+
+    def probe(self, kind: str) -> ProbeSpec | None:
+        return next((p for p in self.probes if p.kind == kind), None)
 
     @property
     def subject_name(self) -> str:
@@ -234,15 +332,35 @@ class PodState:
     containers: tuple[ContainerState, ...]
     outcome: Outcome | None
     culprit: ContainerState | None
+    uid: str = ""
+    namespace: str = ""
+    owner_kind: str = ""
+    owner_name: str = ""
+    restart_policy: str = "Always"
+    labels: tuple[tuple[str, str], ...] = ()
+    reason: str = ""  # status.reason of the pod (Evicted, DeadlineExceeded ...)
+    message: str = ""
+
+    def label(self, key: str) -> str:
+        return next((v for k, v in self.labels if k == key), "")
 
     @property
     def restarts(self) -> int:
         return max((c.restarts for c in self.containers), default=0)
 
     @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
     def live(self) -> bool:
-        """Counts for the workload: not being deleted, not finished."""
-        return not self.terminating and self.phase not in ("Succeeded", "Failed")
+        """Counts for the workload: not being deleted, and not a finished pod its controller replaces.
+
+        A finished pod of a Job or a bare pod is the workload's result, so it counts.
+        """
+        if self.terminating:
+            return False
+        return not (self.finished and self.owner_kind in REPLACING_CONTROLLERS)
 
     def describe(self) -> str:
         if self.unschedulable_message:
@@ -269,6 +387,11 @@ def _str(value: Any) -> str:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def short_id(container_id: str) -> str:
+    """containerd://a9c2b491c0a2... -> a9c2b491c0a2 (what crictl ps shows)."""
+    return container_id.rpartition("://")[2][:12]
 
 
 def _one_line(text: str, limit: int) -> str:

@@ -235,8 +235,10 @@ def wait_deployment_available(
 ) -> Verdict:
     """Watch the pods of the Deployment's current revision until all replicas are healthy (fail fast).
 
-    The verdict is HEALTHY (RAN_EMULATED when emulated) once every replica of the current revision
-    is ready and stable, or the first failure (CrashLoopBackOff, ImagePullBackOff ...) with its cause.
+    The verdict is HEALTHY (RAN_EMULATED when emulated) on watch_workload's rules (the Deployment
+    Available, every replica of the current revision Ready, no old-ReplicaSet pod serving, zero
+    restarts, probe evidence), or the first failure (CrashLoopBackOff, NotReady ...) with its cause.
+    watch_workload alone decides the same; this only narrows the selector to the current revision.
     """
     clock = _Clock()
     selector = current_pods_selector(apps, namespace, name, timeout)

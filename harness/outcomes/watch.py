@@ -11,10 +11,10 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from kubernetes.client import CoreV1Api
+from kubernetes.client import AppsV1Api, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from harness.errors import ClusterGone, HarnessError
+from harness.errors import ClusterGone, HarnessError, WatchStopped
 from harness.outcomes.api import (
     _Api,
     _host,
@@ -24,23 +24,36 @@ from harness.outcomes.api import (
     _Stream,
 )
 from harness.outcomes.classify import (
+    Controllers,
+    HealthGate,
+    ProbeCount,
+    ProbeKey,
+    ProbeLedger,
     _cause,
     _decide,
     _failed_scheduling,
     _pick_container,
     classify_pod,
+    healthy_gate,
+    job_condition_text,
+    job_outcome,
+    not_ready_failures,
+    parse_probe_metrics,
+    top_controller,
 )
 from harness.outcomes.model import (
     _TIMELINE_LOG_LINES,
     DECISIVE,
-    EXEC_FORMAT_RE,
     FAILURES,
     LOG_GONE,
     LOG_TAIL_LINES,
+    PROBE_EVENT_RE,
     Cause,
     ContainerState,
     Evidence,
     EvidenceKind,
+    HealthEvidence,
+    ImageRun,
     Obj,
     Outcome,
     PodState,
@@ -99,6 +112,11 @@ class _Tracker:
         self.max_restarts = 0
         self.ready_seen = False
         self.phases: set[str] = set()
+        self.waiting_reasons: set[str] = set()
+        self.terminated_reasons: set[str] = set()
+        self.exit_codes: set[int] = set()
+        self.probe_failures: set[str] = set()
+        self.images: dict[tuple[str, str, str], ImageRun] = {}
         self.logs: dict[str, tuple[str, ...]] = {}  # container ID -> log lines
         self.shown_logs: dict[str, tuple[str, ...]] = {}  # pod/container -> last lines shown
         self.last_note = ""
@@ -157,6 +175,20 @@ class _Tracker:
                 self.phases.add("Running")
             if c.last_reason:
                 self.phases.add(c.last_reason)
+                self.terminated_reasons.add(c.last_reason)
+            if c.state == "waiting" and c.reason:
+                self.waiting_reasons.add(c.reason)
+            if c.state == "terminated" and c.reason:
+                self.terminated_reasons.add(c.reason)
+            if c.state == "terminated" and c.exit_code is not None:
+                self.exit_codes.add(c.exit_code)
+            if c.last_exit_code is not None:
+                self.exit_codes.add(c.last_exit_code)
+            if c.image_id:
+                key = (state.name, c.subject_name, c.image_id)
+                self.images.setdefault(
+                    key, ImageRun(state.name, c.subject_name, c.spec_image or c.image, c.image_id, state.node)
+                )
 
     def _diff(self, old: PodState | None, new: PodState) -> None:
         name = new.name
@@ -234,6 +266,9 @@ class _Tracker:
         if e.get("type") == "Warning" and not text.startswith("Warning"):
             text = "Warning " + text
         is_probe = reason == "Unhealthy" or "probe failed" in message.lower()
+        probe_match = PROBE_EVENT_RE.match(message) if reason == "Unhealthy" else None
+        if probe_match is not None:
+            self.probe_failures.add(probe_match.group(1).lower())
         kind: EvidenceKind = "probe" if is_probe else "event"
         subject = f"{_str(_get(e, 'involvedObject', 'kind')).lower()}/{_str(_get(e, 'involvedObject', 'name'))}"
         self.add(kind, subject, text)
@@ -345,17 +380,38 @@ def watch_workload(
     pod_filter: Callable[[Mapping[str, Any]], bool] | None = None,
     min_restarts: int = 0,
     gone_after: float = 8.0,
+    image_platforms: Mapping[str, tuple[str, ...]] | None = None,
+    stop: threading.Event | None = None,
+    apps: AppsV1Api | None = None,
+    batch: BatchV1Api | None = None,
+    probe_poll: float = 1.0,
 ) -> Verdict:
     """Watch the pods matching selector until an expected outcome, a failure, or the deadline.
 
     Stops at the first outcome in expect; also stops at any other decisive outcome (failures,
-    healthy, ran-emulated) unless fail_on narrows that set: pass fail_on=set() to wait for expect
-    until the deadline whatever happens. HEALTHY is confirmed once every pod stayed ready with
-    unchanged restart counts for stable_seconds. PENDING in expect is reported instead of TIMEOUT
-    when the pods are still pending at the deadline. pod_filter (e.g. created_after(t)) ignores
-    pods a rollout is replacing. min_restarts: a crash loop is decided only once a container has
-    restarted that often (to observe the loop, not just its start); at the deadline it is still
-    reported as the crash loop it is. Raises ClusterGone when the API server stops answering.
+    healthy, complete, ran-emulated) unless fail_on narrows that set: pass fail_on=set() to wait
+    for expect until the deadline whatever happens.
+
+    HEALTHY is what an SRE means by it: every replica the pods' controller wants is Ready (its
+    spec.replicas, a DaemonSet's desiredNumberScheduled), a Deployment is Available with no pod of
+    an older ReplicaSet serving, no container restarted, and each liveness and startup probe has
+    passed: in the kubelet's prober counters (read through the API server's node proxy every
+    probe_poll seconds while Healthy is pending) or, where those cannot be read, once the probe's
+    window from the pod spec has passed since the container started. All of that held for
+    stable_seconds. Verdict.health says which evidence decided.
+
+    NOT_READY: a running container's readiness probe failed past its failureThreshold. A Job is
+    COMPLETE or FAILED by its conditions (never while the Job controller may still retry); a bare
+    pod by its phase. PENDING in expect is reported instead of TIMEOUT when the pods are still
+    pending at the deadline. pod_filter (e.g. created_after(t)) ignores pods a rollout is
+    replacing. min_restarts: a crash loop is decided only once a container has restarted that
+    often; at the deadline it is still reported as the crash loop it is.
+
+    image_platforms maps an image reference as written in the pod spec to the platform(s) the
+    harness knows it holds; an exec format error is blamed on another CPU architecture only
+    when those differ from the node's. stop, when set by another thread, closes the watch's
+    HTTP responses and raises WatchStopped. apps/batch default to clients on core's connection.
+    Raises ClusterGone when the API server stops answering.
     """
     expected = _outcome_set(expect)
     stop_on = set(DECISIVE if fail_on is None else fail_on) | (expected - {Outcome.PENDING, Outcome.TIMEOUT})
@@ -369,6 +425,8 @@ def watch_workload(
         f"watching pods {selector or '(all)'} in namespace {namespace}, expecting "
         f"{' or '.join(sorted(o.label for o in expected))} within {timeout:.0f} s",
     )
+    if stop is not None and stop.is_set():
+        raise WatchStopped(f"the watch of {namespace} was stopped before it began", "")
 
     pod_items, pod_rv = api.list(
         f"listing pods in {namespace}", core.list_namespaced_pod, namespace, label_selector=selector
@@ -378,7 +436,7 @@ def watch_workload(
     tracker.seed_events(event_items)
 
     inbox: queue.Queue[_Message] = queue.Queue()
-    stop = threading.Event()
+    closing = threading.Event()
     streams = [
         _Stream(
             api,
@@ -387,28 +445,50 @@ def watch_workload(
             namespace,
             pod_rv,
             deadline,
-            stop,
+            closing,
             label_selector=selector,
         ),
         _Stream(
-            api, f"watching events in {namespace}", core.list_namespaced_event, namespace, event_rv, deadline, stop
+            api, f"watching events in {namespace}", core.list_namespaced_event, namespace, event_rv, deadline, closing
         ),
     ]
     threads = [threading.Thread(target=_pump, args=(s, inbox), name=s.what, daemon=True) for s in streams]
     for t in threads:
         t.start()
 
+    owners = _Owners(api, apps or AppsV1Api(core.api_client), batch or BatchV1Api(core.api_client), namespace, tracker)
+    nodes = _Nodes(api, core, tracker, probe_poll)
     decided: Outcome
     healthy_since: float | None = None
     healthy_restarts: dict[str, int] = {}
+    gate: HealthGate | None = None
+    health: HealthEvidence | None = None
     freeing = _Freeing(api, core)
     try:
         while True:
+            if stop is not None and stop.is_set():
+                raise WatchStopped(
+                    f"the watch of pods {selector or '(all)'} in {namespace} was stopped on request "
+                    f"after {clock.elapsed():.1f} s",
+                    "",
+                )
             if logs:
                 _read_new_logs(api, core, namespace, tracker)
-            current = _decide(tracker.live_states(), tracker.event_list(), emulated, min_pods)
             now = time.monotonic()
+            states = tracker.live_states()
+            owners.update(states, now, refresh=False)
             wait = deadline - now
+            if _readiness_pending(states):
+                # Running but not Ready: whether it is alive (NotReady) or dying (a crash loop) is in the
+                # kubelet's counters and the probe windows; look again every probe_poll.
+                nodes.refresh({s.node for s in states if s.live and s.node}, now)
+                wait = min(wait, probe_poll)
+            if _job_pending(states, owners.objects):
+                owners.update(states, now, refresh=True, kinds=("Job",))
+                wait = min(wait, probe_poll)
+            current = _decide(
+                states, tracker.event_list(), emulated, min_pods, owners.objects, nodes.latest(), clock.wall()
+            )
             if current is Outcome.UNSCHEDULABLE and wait > 0 and _short_of_resources(tracker):
                 # A rollout on a full node: the pods being replaced still hold the CPU and memory.
                 holders = freeing.holders(now)
@@ -424,12 +504,22 @@ def watch_workload(
                 if healthy_since is None or snapshot != healthy_restarts:
                     healthy_since, healthy_restarts = now, snapshot
                 if current in stop_on:
-                    if now - healthy_since >= stable_seconds:
+                    owners.update(states, now, refresh=True)
+                    nodes.refresh({s.node for s in states if s.live and s.node}, now)
+                    gate = healthy_gate(
+                        states, owners.objects, now=clock.wall(), ledger=nodes.ledger, metrics_nodes=nodes.readable
+                    )
+                    if gate.ok and now - healthy_since >= stable_seconds:
                         decided = current
+                        health = HealthEvidence(gate.source, gate.detail, round(clock.elapsed(), 3))
                         break
-                    wait = min(wait, healthy_since + stable_seconds - now)
+                    if not gate.ok:
+                        tracker.note_once(f"not Healthy yet: {_steady(gate.waiting[0])}")
+                        wait = min(wait, probe_poll, gate.retry_in if gate.retry_in is not None else probe_poll)
+                    else:
+                        wait = min(wait, healthy_since + stable_seconds - now)
             else:
-                healthy_since = None
+                healthy_since, gate = None, None
                 looping = current in (Outcome.CRASH_LOOP, Outcome.INIT_CRASH_LOOP)
                 enough = not looping or tracker.max_restarts >= min_restarts
                 if current is not None and current in stop_on and enough:
@@ -443,23 +533,210 @@ def watch_workload(
                 else:
                     decided = Outcome.TIMEOUT
                 break
+            if stop is not None:
+                wait = min(wait, _STOP_POLL)
             try:
                 message = inbox.get(timeout=max(0.0, wait))
             except queue.Empty:
                 continue
-            batch = [message]
+            batch_ = [message]
             while True:
                 try:
-                    batch.append(inbox.get_nowait())
+                    batch_.append(inbox.get_nowait())
                 except queue.Empty:
                     break
-            for m in batch:
+            for m in batch_:
                 _apply(tracker, m)
     finally:
         for s in streams:
             s.close()
+        for t in threads:
+            t.join(timeout=2.0)
 
-    return _verdict(api, core, namespace, selector, tracker, clock, decided, timeout, logs)
+    return _verdict(
+        api,
+        core,
+        namespace,
+        selector,
+        tracker,
+        clock,
+        decided,
+        timeout,
+        logs,
+        owners=owners,
+        nodes=nodes,
+        image_platforms=image_platforms,
+        health=health,
+        gate=gate,
+    )
+
+
+_STOP_POLL: Final = 0.2
+
+
+def _steady(text: str) -> str:
+    """A waiting reason without its changing figures, so a repeated note is not added again."""
+    return re.sub(r"\s*\([^)]*\)$", "", text)
+
+
+def _readiness_pending(states: Sequence[PodState]) -> bool:
+    """A running container with a readiness probe is not Ready (it may become NotReady)."""
+    return any(
+        s.live
+        and s.phase == "Running"
+        and not s.ready
+        and any(c.probe("readiness") and not c.ready for c in s.containers)
+        for s in states
+    )
+
+
+def _job_pending(states: Sequence[PodState], controllers: Controllers) -> bool:
+    """A Job's pod has finished but the Job has not decided yet: read the Job again soon."""
+    return any(
+        s.owner_kind == "Job" and s.finished and job_outcome(controllers.get(("Job", s.owner_name))) is None
+        for s in states
+    )
+
+
+_READERS: Final = {
+    "ReplicaSet": ("apps", "read_namespaced_replica_set"),
+    "Deployment": ("apps", "read_namespaced_deployment"),
+    "StatefulSet": ("apps", "read_namespaced_stateful_set"),
+    "DaemonSet": ("apps", "read_namespaced_daemon_set"),
+    "Job": ("batch", "read_namespaced_job"),
+}
+
+
+class _Owners:
+    """The controllers of the watched pods (ReplicaSet, Deployment, StatefulSet, DaemonSet, Job), read by name.
+
+    Read when a pod names them, again at most once every `every` seconds while a decision waits
+    on them; None for one that cannot be read (noted once).
+    """
+
+    def __init__(
+        self, api: _Api, apps: AppsV1Api, batch: BatchV1Api, namespace: str, tracker: _Tracker, every: float = 1.0
+    ) -> None:
+        self.api, self.apps, self.batch, self.namespace, self.tracker = api, apps, batch, namespace, tracker
+        self.every = every
+        self.objects: dict[tuple[str, str], Obj | None] = {}
+        self.read_at: dict[tuple[str, str], float] = {}
+
+    def update(
+        self, states: Sequence[PodState], now: float, *, refresh: bool, kinds: Collection[str] | None = None
+    ) -> None:
+        for s in states:
+            if not s.owner_kind or s.owner_kind not in _READERS:
+                continue
+            keys = [(s.owner_kind, s.owner_name)]
+            first = self._get(keys[0], now, refresh, kinds)
+            if s.owner_kind == "ReplicaSet" and first is not None:
+                top = top_controller(s, self.objects)
+                if top[0] == "Deployment":
+                    self._get(top, now, refresh, kinds)
+
+    def _get(self, key: tuple[str, str], now: float, refresh: bool, kinds: Collection[str] | None) -> Obj | None:
+        if key in self.objects:
+            stale = refresh and now - self.read_at[key] >= self.every and (kinds is None or key[0] in kinds)
+            if not stale or self.objects[key] is None:
+                return self.objects[key]
+        self.objects[key] = self._read(*key)
+        self.read_at[key] = now
+        return self.objects[key]
+
+    def _read(self, kind: str, name: str) -> Obj | None:
+        client_name, method = _READERS[kind]
+        fn = getattr(self.apps if client_name == "apps" else self.batch, method)
+        try:
+            resp = self.api.call(
+                f"reading {kind.lower()} {self.namespace}/{name}",
+                fn,
+                name,
+                self.namespace,
+                _preload_content=False,
+                _request_timeout=(5, 20),
+            )
+        except ClusterGone:
+            raise
+        except HarnessError as exc:
+            self.tracker.add(
+                "note",
+                f"{kind.lower()}/{name}",
+                f"could not read the {kind}: {exc.cause}; counting the pods seen instead",
+            )
+            return None
+        loaded = json.loads(_response_bytes(resp) or b"{}")
+        return loaded if isinstance(loaded, dict) else None
+
+
+class _Nodes:
+    """Per node: its platform (status.nodeInfo, read once) and the kubelet's probe counters (/metrics/probes)."""
+
+    def __init__(self, api: _Api, core: CoreV1Api, tracker: _Tracker, every: float) -> None:
+        self.api, self.core, self.tracker, self.every = api, core, tracker, every
+        self.platforms: dict[str, str] = {}
+        self.readable: set[str] = set()
+        self.unreadable: set[str] = set()
+        self.read_at: dict[str, float] = {}
+        self.counts: dict[str, dict[ProbeKey, ProbeCount]] = {}
+        self.ledger = ProbeLedger()
+
+    def latest(self) -> dict[ProbeKey, ProbeCount]:
+        merged: dict[ProbeKey, ProbeCount] = {}
+        for rows in self.counts.values():
+            merged.update(rows)
+        return merged
+
+    def platform(self, node: str) -> str:
+        if not node:
+            return ""
+        if node not in self.platforms:
+            try:
+                resp = self.api.call(
+                    f"reading node {node}", self.core.read_node, node, _preload_content=False, _request_timeout=(5, 20)
+                )
+                info = _get(json.loads(_response_bytes(resp) or b"{}"), "status", "nodeInfo") or {}
+                os_, arch = _str(info.get("operatingSystem")), _str(info.get("architecture"))
+                self.platforms[node] = f"{os_}/{arch}" if os_ and arch else ""
+            except ClusterGone:
+                raise
+            except HarnessError as exc:
+                self.tracker.add("note", f"node/{node}", f"could not read the node's platform: {exc.cause}")
+                self.platforms[node] = ""
+        return self.platforms[node]
+
+    def refresh(self, nodes: Collection[str], now: float) -> None:
+        """Read each node's probe counters, at most once every `every` seconds; once unreadable, never again."""
+        for node in sorted(nodes):
+            if node in self.unreadable or now - self.read_at.get(node, -1e9) < self.every:
+                continue
+            self.read_at[node] = now
+            try:
+                resp = self.api.call(
+                    f"reading the kubelet's probe metrics of node {node}",
+                    self.core.connect_get_node_proxy_with_path,
+                    node,
+                    "metrics/probes",
+                    _preload_content=False,
+                    _request_timeout=(5, 10),
+                )
+            except ClusterGone:
+                raise
+            except HarnessError as exc:
+                self.unreadable.add(node)
+                self.tracker.add(
+                    "note",
+                    f"node/{node}",
+                    f"the kubelet's probe metrics cannot be read ({exc.cause}); "
+                    "waiting out each probe's window from the pod spec instead",
+                )
+                continue
+            rows = parse_probe_metrics(_response_bytes(resp).decode("utf-8", "replace"))
+            self.counts[node] = rows
+            self.ledger.observe(rows)
+            if node not in self.readable:
+                self.readable.add(node)
+                self.tracker.add("note", f"node/{node}", "reading the kubelet's probe counters (prober_probe_total)")
 
 
 class _Freeing:
@@ -526,15 +803,25 @@ def _apply(tracker: _Tracker, m: _Message) -> None:
         tracker.event_changed(m.kind, m.payload)
 
 
-def _culprit_state(states: Sequence[PodState], outcome: Outcome) -> PodState | None:
+def _culprit_state(
+    states: Sequence[PodState],
+    outcome: Outcome,
+    events: Sequence[Obj],
+    probe_counts: Mapping[ProbeKey, ProbeCount],
+    now: datetime,
+) -> PodState | None:
     live = [s for s in states if s.live] or list(states)
+    if outcome is Outcome.NOT_READY:
+        for s in live:
+            if not_ready_failures(s, events, probe_counts, now) is not None:
+                return s
     for s in live:
         if s.outcome is outcome:
             return s
     for s in live:
         if s.outcome in FAILURES:
             return s
-    return next((s for s in live if s.outcome is not Outcome.HEALTHY), None)
+    return next((s for s in live if s.outcome not in (Outcome.HEALTHY, Outcome.COMPLETE)), None)
 
 
 def _verdict(
@@ -547,11 +834,19 @@ def _verdict(
     outcome: Outcome,
     timeout: float,
     logs: bool,
+    *,
+    owners: _Owners,
+    nodes: _Nodes,
+    image_platforms: Mapping[str, tuple[str, ...]] | None,
+    health: HealthEvidence | None,
+    gate: HealthGate | None,
 ) -> Verdict:
     states = tracker.live_states()
     cause: Cause | None = None
-    if outcome not in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
-        culprit = _culprit_state(states, outcome)
+    events = tracker.event_list()
+    counts = nodes.latest()
+    if outcome not in (Outcome.HEALTHY, Outcome.RAN_EMULATED, Outcome.COMPLETE):
+        culprit = _culprit_state(states, outcome, events, counts, clock.wall())
         if culprit is not None:
             container = _pick_container(culprit)
             lines: tuple[str, ...] = ()
@@ -567,10 +862,28 @@ def _verdict(
                     except HarnessError:
                         lines = ()
                     tracker.log_read(culprit.name, container.name, cid, lines)
-            cause = _cause(culprit, tracker.event_list(), lines)
+            try:
+                node_platform = nodes.platform(culprit.node)
+            except ClusterGone:
+                node_platform = ""
+            cause = _cause(
+                culprit,
+                events,
+                lines,
+                image_platforms=image_platforms,
+                node_platform=node_platform,
+                probe_counts=counts,
+                now=clock.wall(),
+            )
+    jobs = sorted({s.owner_name for s in states if s.owner_kind == "Job"})
+    job_text = "; ".join(
+        f"job/{j} {text}" for j in jobs if (text := job_condition_text(owners.objects.get(("Job", j))))
+    )
     seconds = round(clock.elapsed(), 3)
     last_state = "; ".join(s.describe() for s in states) or f"no pods matched selector {selector!r}"
-    summary = _summary(outcome, cause, states, seconds, timeout, last_state, tracker.max_restarts)
+    summary = _summary(
+        outcome, cause, states, seconds, timeout, last_state, tracker.max_restarts, health, gate, job_text
+    )
     tracker.add("note", "harness", f"decided: {outcome.label} — {summary}")
     return Verdict(
         outcome=outcome,
@@ -578,7 +891,7 @@ def _verdict(
         cause=cause,
         restarts=tracker.max_restarts,
         ready_seen=tracker.ready_seen,
-        phases_seen=frozenset(tracker.phases),
+        phases_seen=frozenset(tracker.phases | tracker.waiting_reasons | tracker.terminated_reasons),
         started_at=clock.wall0,
         decided_at=clock.wall(),
         seconds=seconds,
@@ -587,6 +900,12 @@ def _verdict(
         namespace=namespace,
         selector=selector,
         last_state=last_state,
+        waiting_reasons_seen=frozenset(tracker.waiting_reasons),
+        terminated_reasons_seen=frozenset(tracker.terminated_reasons),
+        exit_codes_seen=frozenset(tracker.exit_codes),
+        probe_failures_seen=frozenset(tracker.probe_failures),
+        health=health,
+        images_ran=tuple(tracker.images.values()),
     )
 
 
@@ -598,34 +917,41 @@ def _summary(
     timeout: float,
     last_state: str,
     restarts: int,
+    health: HealthEvidence | None = None,
+    gate: HealthGate | None = None,
+    job_text: str = "",
 ) -> str:
     after = f"after {seconds:.1f} s"
     live = [s for s in states if s.live]
+    evidence = f"; evidence: {health.source} ({health.detail})" if health is not None else ""
     if outcome is Outcome.HEALTHY:
-        return f"healthy {after}: {len(live)} pod(s) ready, restarts {restarts}"
+        return f"healthy {after}: {len(live)} pod(s) ready, restarts {restarts}{evidence}"
     if outcome is Outcome.RAN_EMULATED:
         return (
             f"ran under emulation {after}: {len(live)} pod(s) ready although the image's platform differs "
-            "from the node's; the incident is masked here, not fixed"
+            f"from the node's; the incident is masked here, not fixed{evidence}"
         )
     if outcome is Outcome.TIMEOUT:
         text = f"no decision within {timeout:.0f} s; last state: {last_state}"
+        if gate is not None and gate.waiting:
+            text += f"; not Healthy because: {'; '.join(gate.waiting[:3])}"
         if cause is not None and cause.message:
             text += f"; {_one_line(cause.message, 200)}"
         return text
     if outcome is Outcome.PENDING:
         return f"still pending {after}: {last_state}"
+    if outcome is Outcome.COMPLETE:
+        done = job_text or f"{len(live)} pod(s) Succeeded"
+        return f"Complete {after}: {done}"
     text = f"{outcome.label} {after}"
+    if job_text:
+        text += f": {job_text}"
     if cause is not None:
-        text += f": {cause.describe()}"
+        text += f"{';' if job_text else ':'} {cause.describe()}"
         if outcome in (Outcome.CRASH_LOOP, Outcome.INIT_CRASH_LOOP):
             text += f"; restarts {restarts}"
         if cause.log_lines and not cause.exec_format_error:
             text += f"; last log line: {_one_line(cause.log_lines[-1], 160)}"
-        elif cause.exec_format_error:
-            shown = next((line for line in reversed(cause.log_lines) if EXEC_FORMAT_RE.search(line)), "")
-            if shown:
-                text += f"; log: {_one_line(shown, 160)}"
     if outcome is Outcome.IMAGE_PULL:
         text += "; with no registry every image must be loaded into the nodes first (kind load)"
     return text

@@ -71,7 +71,9 @@ def test_foreign_image_crash_loops_with_exec_format_error(
         return
     if expectation is not Expectation.EXEC_FORMAT_ERROR:
         pytest.skip(f"{foreign} on {node_arch} here: {expectation.value}, not exec format error")
-    verdict = expect_outcome(applied, Outcome.CRASH_LOOP, timeout=90)
+    # The harness knows the image's platform (it built it): only that lets the cause blame the CPU.
+    known = {httpd_images["foreign"]: (str(foreign),)}
+    verdict = expect_outcome(applied, Outcome.CRASH_LOOP, timeout=90, image_platforms=known)
 
     assert verdict.outcome is Outcome.CRASH_LOOP
     assert not verdict.ready_seen
