@@ -108,6 +108,16 @@ def kubectl_binary() -> str:
     return found
 
 
+def kube_cache_dir() -> Path:
+    """kubectl's discovery and HTTP cache: under the harness's cache, never ~/.kube/cache."""
+    return cache_dir() / "kube-cache"
+
+
+def kubectl_command(kubeconfig: Path) -> list[str]:
+    """The start of every kubectl command line the harness runs: its kubeconfig and its cache folder."""
+    return [kubectl_binary(), "--kubeconfig", str(kubeconfig), "--cache-dir", str(kube_cache_dir())]
+
+
 def docker_binary() -> str:
     found = shutil.which("docker")
     if not found:
