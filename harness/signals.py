@@ -19,6 +19,10 @@ from harness.errors import Interrupted
 
 TERMINATING: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
 
+# The signal last handed to a handler that holds Ctrl-C back: that code raises a plain
+# KeyboardInterrupt once it lets go, and this says which signal that interrupt stands for.
+_held_back: list[int] = []
+
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     """The handler: raise Interrupted, unless Ctrl-C is being held back this moment.
@@ -29,6 +33,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     """
     held = signal.getsignal(signal.SIGINT)
     if callable(held) and held is not signal.default_int_handler and held is not _interrupt:
+        _held_back[:] = [signum]
         held(signum, frame)
         return
     raise Interrupted(signum)
@@ -56,13 +61,22 @@ def interrupting(signums: Sequence[signal.Signals] = TERMINATING) -> Iterator[No
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _held_back.clear()
+
+
+def as_interrupted(exc: KeyboardInterrupt) -> Interrupted:
+    """The signal an interrupt stands for: its own, the one held back and raised later as a plain
+    KeyboardInterrupt, else SIGINT (Ctrl-C)."""
+    if isinstance(exc, Interrupted):
+        return exc
+    return Interrupted(_held_back[-1] if _held_back else signal.SIGINT)
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C (a plain KeyboardInterrupt), 128 + the signal number for an Interrupted."""
-    return exc.exit_status if isinstance(exc, Interrupted) else 128 + signal.SIGINT
+    """128 + the number of the signal the interrupt stands for: 130 SIGINT, 143 SIGTERM, 129 SIGHUP."""
+    return as_interrupted(exc).exit_status
 
 
 def signal_name(exc: KeyboardInterrupt) -> str:
-    """SIGINT for Ctrl-C (a plain KeyboardInterrupt), else the signal's name."""
-    return exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+    """The name of the signal the interrupt stands for (SIGINT for Ctrl-C)."""
+    return as_interrupted(exc).signal_name

@@ -18,7 +18,7 @@ import pytest
 from harness import cli, scenario, signals, tools
 from harness.cluster import KindCluster
 from harness.errors import Interrupted
-from harness.runner import ExitStatus, RunOptions, _Run, run_scenario
+from harness.runner import ExitStatus, RunOptions, _interrupts_deferred, _Run, run_scenario
 
 SEED = scenario.SCENARIO_DIR / "arm64-on-amd64.yaml"
 
@@ -92,9 +92,12 @@ def test_while_ctrl_c_is_held_back_so_is_sigterm() -> None:
     try:
         with signals.interrupting():
             signal.raise_signal(signal.SIGTERM)
+            assert held == [signal.SIGTERM]
+            later = KeyboardInterrupt()  # what the holding code raises once it lets go
+            assert signals.exit_status(later) == 143 and signals.signal_name(later) == "SIGTERM"
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert held == [signal.SIGTERM]
+    assert signals.exit_status(KeyboardInterrupt()) == 130  # forgotten outside the block
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
@@ -156,3 +159,22 @@ def test_every_kubectl_command_uses_the_harness_cache(monkeypatch: pytest.Monkey
     kubectl = [c for c in commands if c[0] == "kubectl"]
     assert len(kubectl) == 4
     assert all(c[1:5] == tools.kubectl_command(kubeconfig)[1:] for c in kubectl)
+
+
+def test_sigterm_while_a_namespace_is_registered_for_clean_up_waits_and_still_exits_143(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The runner holds Ctrl-C back between creating a namespace and registering its deletion."""
+    cleaned: list[str] = []
+
+    def prepare(self: _Run) -> None:
+        with self.step("apply workload"), _interrupts_deferred():
+            signal.raise_signal(signal.SIGTERM)  # arrives right after the namespace was created
+            self.cleanups.append(("delete namespace x", lambda: cleaned.append("namespace")))
+
+    monkeypatch.setattr(_Run, "prepare_cluster", prepare)
+    with signals.interrupting():
+        result = run_scenario(scenario.load(SEED), RunOptions(report_dir=None, say=lambda line: None))
+    assert cleaned == ["namespace"]
+    assert result.exit_status == ExitStatus.TERMINATED
+    assert result.report.error == "interrupted by SIGTERM during step 'apply workload'"
