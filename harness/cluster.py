@@ -176,6 +176,10 @@ class KindCluster:
         if self.exists():
             require_managed(self.name, "delete")
             self._kind_delete()
+        else:
+            # Gone: no half-made node of it can still appear (a half-made cluster is deleted in
+            # rounds until none is left; the record must outlive each round but the last).
+            creation_record(self.name).unlink(missing_ok=True)
         shutil.rmtree(self.kubeconfig.parent, ignore_errors=True)
 
     def _kind_delete(self) -> None:

@@ -9,9 +9,12 @@ stopped in, and remove its namespace, or keep it with --keep-namespace.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from harness import workload
-from harness.cluster import KindCluster
+from harness import engine, tools, workload
+from harness.cluster import KindCluster, creation_record
 from harness.runner import ExitStatus
 from harness.tools import REPO_ROOT
 from scripts.bench_support import LiveProcess
@@ -144,8 +147,55 @@ def test_sigterm_and_sighup_clean_up_report_the_step_and_exit_143_or_129(
     assert failed, report["steps"]
     stopped = failed[-1]["name"]
     assert stopped.startswith(steps), f"stopped in {stopped!r}, expected one of {steps}\n{output}"
+    print(f"{signum.name} in phase {phase}: stopped during {stopped!r}, exit {status}, {took:.1f} s")
     assert report["error"] == f"interrupted by {signum.name} during step '{stopped}'"
     assert f"error: interrupted by {signum.name} during step '{stopped}'" in output
     namespace = report["facts"].get("namespace", namespace)
     if namespace:  # created before the signal came: removed since (or going)
         assert _namespace_phase(harness_cluster, namespace) in (None, "Terminating"), output
+
+
+def test_sigterm_while_kind_creates_the_cluster_deletes_the_half_made_cluster(tmp_path: Path) -> None:
+    """A cluster of the test's own: its node exists but kind has not yet written the node's labels.
+
+    The harness recorded that it was creating the cluster before kind made the container, so it
+    knows the half-made node is its own and deletes it; nothing of the cluster is left.
+    """
+    name = f"safety-half-{os.getpid() % 1000:03d}"
+    node = f"{name}-control-plane"
+    kind = tools.kind_binary()
+    run = LiveProcess(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "reproduce",
+            str(SEED),
+            "--cluster-name",
+            name,
+            "--report-dir",
+            str(tmp_path / "reports"),
+            "--artifacts-dir",
+            str(tmp_path / "artifacts"),
+        ],
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert run.expect(lambda line: line.startswith("==> cluster"), timeout=120), "\n".join(run.output)
+        deadline = time.monotonic() + 120
+        while engine.container(node) is None and time.monotonic() < deadline:
+            threading.Event().wait(0.2)
+        assert engine.container(node) is not None, "\n".join(run.output)
+        run.signal(signal.SIGTERM)
+        status = run.wait(timeout=150)
+        output = "\n".join(run.output)
+        assert status == ExitStatus.TERMINATED, f"exit status {status}\n{output}"
+        assert "deleting the half-made cluster" in output, output
+        assert _report(tmp_path)["error"] == "interrupted by SIGTERM during step 'cluster'"
+        assert engine.containers(f"io.x-k8s.kind.cluster={name}") == [], output
+        assert name not in tools.run([kind, "get", "clusters"], timeout=60).stdout.split()
+        assert not creation_record(name).exists()  # forgotten once nothing of the cluster is left
+    finally:
+        run.kill()
+        if engine.containers(f"io.x-k8s.kind.cluster={name}"):
+            tools.run([kind, "delete", "cluster", "--name", name, "--kubeconfig", str(tmp_path / "kc")], check=False)

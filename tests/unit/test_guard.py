@@ -383,3 +383,13 @@ def test_the_creation_record_is_written_before_kind_creates(monkeypatch: pytest.
         KindCluster(name="new").create()
     assert seen == [True] and creation_record("new").is_file()  # kept: the half-made nodes are known to be ours
     assert not fake.ran("delete")
+
+
+def test_deleting_a_cluster_that_is_gone_forgets_its_creation_record(
+    monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    FakeEngine(monkeypatch, {})
+    creation_record("gone").parent.mkdir(parents=True)
+    creation_record("gone").write_text("{}")
+    KindCluster(name="gone").delete()
+    assert not creation_record("gone").exists()
