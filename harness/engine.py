@@ -65,23 +65,26 @@ def containers(label: str) -> list[Container]:
     """Every container (running or not) carrying label ("key" or "key=value")."""
     try:
         found = _client().api.containers(all=True, filters={"label": label})
-        details = [_client().api.inspect_container(c["Id"]) for c in found]
-    except docker.errors.NotFound:
-        return containers(label)  # one was removed between listing and inspecting: ask again
     except _UNREACHABLE as exc:
         raise _unavailable(exc) from exc
+    details = [d for d in (_inspect_container(c["Id"]) for c in found) if d is not None]
     return [_container(d) for d in details]
 
 
 def container(name: str) -> Container | None:
     """The container called name (or with that id), or None."""
+    details = _inspect_container(name)
+    return _container(details) if details is not None else None
+
+
+def _inspect_container(name: str) -> dict[str, Any] | None:
+    """The engine's inspection of a container; None when there is none (removed a moment ago)."""
     try:
-        details = _client().api.inspect_container(name)
+        return dict(_client().api.inspect_container(name))
     except docker.errors.NotFound:
         return None
     except _UNREACHABLE as exc:
         raise _unavailable(exc) from exc
-    return _container(details)
 
 
 def _container(d: Mapping[str, Any]) -> Container:

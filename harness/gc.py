@@ -77,11 +77,8 @@ def survey(clusters: Collection[str] | None = None) -> Survey:
             continue
         if cluster is None:
             result.found.append(Made("container", container.name))
-        elif cluster in managed:
-            continue  # goes with its cluster (kind deletes its nodes)
-        elif cluster not in names or check_ownership(cluster).ownership is not Ownership.FOREIGN:
-            result.found.append(Made("container", container.name))  # a node left over from a harness cluster
-        # a node of a cluster that is not the harness's was reported with its cluster
+        # else a kind node: it goes with its cluster if that is the harness's (kind deletes its
+        # nodes), and stays with it otherwise (the cluster is reported as left alone)
     if clusters is not None:
         return result
     labelled = set(engine.image_tags(f"{CONTAINER_LABEL}=true"))

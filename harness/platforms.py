@@ -21,7 +21,6 @@ import json
 import os
 import platform as _platform
 import re
-import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError
-from harness.signals import interrupting
+from harness.signals import deferred, interrupting
 from harness.tools import cache_dir, run
 
 BINFMT_ROOT = Path("/proc/sys/fs/binfmt_misc")
@@ -705,6 +704,14 @@ class BinfmtRecord:
     path: Path
 
     def alive(self) -> bool:
+        if not self.start:  # recorded where /proc did not tell start times: the pid alone
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
         return _process_start(self.pid) == self.start
 
     def describe(self) -> str:
@@ -901,9 +908,7 @@ def _undo_all(undo: list[tuple[BinfmtChange, Callable[[], None]]], journal: _Jou
     """
     failures: list[HarnessError] = []
     made = dict(undo)
-    blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
+    with deferred():
         for change in reversed(journal.record.changes):
             try:
                 step = made.get(change)
@@ -914,8 +919,6 @@ def _undo_all(undo: list[tuple[BinfmtChange, Callable[[], None]]], journal: _Jou
                 journal.undone(change)
             except HarnessError as exc:
                 failures.append(exc)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     if failures:
         raise HarnessError(
             "restoring binfmt_misc failed: " + " | ".join(f.cause for f in failures),

@@ -64,6 +64,29 @@ def interrupting(signums: Sequence[signal.Signals] = TERMINATING) -> Iterator[No
         _held_back.clear()
 
 
+@contextmanager
+def deferred(signums: Sequence[signal.Signals] = (signal.SIGINT, *TERMINATING)) -> Iterator[None]:
+    """Within the block, these signals are noted, not acted on; afterwards each noted one is raised again.
+
+    For a few steps that must all run (restoring the kernel's state). Handlers, not a signal
+    mask: a signal mask is per thread, and with other threads running the kernel may hand the
+    signal to one of them, after which Python still runs the handler in the main thread.
+    Outside the main thread nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    previous = {signum: signal.signal(signum, lambda number, frame: noted.append(number)) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for number in dict.fromkeys(noted):
+            signal.raise_signal(number)
+
+
 def as_interrupted(exc: KeyboardInterrupt) -> Interrupted:
     """The signal an interrupt stands for: its own, the one held back and raised later as a plain
     KeyboardInterrupt, else SIGINT (Ctrl-C)."""

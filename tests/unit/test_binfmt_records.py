@@ -252,3 +252,22 @@ def test_a_failed_restore_keeps_what_is_left_in_the_record(
     ):
         monkeypatch.setattr(platforms, "_kernel_write", refuse_removal)
     assert [c.name for c in kernel.recorded()] == ["qemu-aarch64"]
+
+
+def test_a_second_sigterm_during_the_restore_waits_until_it_is_done(
+    monkeypatch: pytest.MonkeyPatch, kernel: Kernel, qemu: Path, states: Path
+) -> None:
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM has a handler in this test process")
+
+    def impatient(path: Path, data: str) -> None:
+        if data == "-1":
+            signal.raise_signal(signal.SIGTERM)  # arrives while the handler is being removed
+        kernel.write(path, data)
+
+    with (
+        pytest.raises(Interrupted),
+        emulation_registered(ARM64, qemu, root=kernel.root, mounts=kernel.mounts, state_dir=states),
+    ):
+        monkeypatch.setattr(platforms, "_kernel_write", impatient)
+    assert not (kernel.root / "qemu-aarch64").exists() and list(states.iterdir()) == []

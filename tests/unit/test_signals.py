@@ -178,3 +178,13 @@ def test_sigterm_while_a_namespace_is_registered_for_clean_up_waits_and_still_ex
     assert cleaned == ["namespace"]
     assert result.exit_status == ExitStatus.TERMINATED
     assert result.report.error == "interrupted by SIGTERM during step 'apply workload'"
+
+
+def test_deferred_signals_act_after_the_block() -> None:
+    steps: list[str] = []
+    with pytest.raises(Interrupted) as caught, signals.interrupting():
+        with signals.deferred():
+            signal.raise_signal(signal.SIGTERM)
+            steps.append("still running")
+        steps.append("not reached")
+    assert steps == ["still running"] and caught.value.signum == signal.SIGTERM
