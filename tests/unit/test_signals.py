@@ -188,3 +188,17 @@ def test_deferred_signals_act_after_the_block() -> None:
             steps.append("still running")
         steps.append("not reached")
     assert steps == ["still running"] and caught.value.signum == signal.SIGTERM
+
+
+def test_a_helper_thread_can_leave_the_signals_to_the_main_thread() -> None:
+    masks: list[set[int]] = []
+
+    def helper() -> None:
+        signals.leave_to_main_thread()
+        masks.append(set(signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    thread.join()
+    assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= masks[0]
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())  # this thread's mask is its own
