@@ -137,7 +137,7 @@ class KindCluster:
             config.write_text(yaml.safe_dump(self.kind_config()))
             # Written before kind makes a container: a creation interrupted before kind wrote the
             # nodes' labels leaves containers that are still known to be ours (judge_ownership).
-            _write_atomic(
+            tools.write_text_atomic(
                 creation_record(self.name),
                 json.dumps({"cluster": self.name, "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}),
             )
@@ -614,17 +614,6 @@ def require_managed(name: str, action: str) -> OwnershipCheck:
     if check.ownership is Ownership.FOREIGN:
         raise refusal(check, action)
     return check
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def delete_cluster(name: str, kind_bin: str | None = None) -> None:

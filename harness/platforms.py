@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from harness.errors import HarnessError
 from harness.signals import deferred, interrupting
-from harness.tools import cache_dir, run
+from harness.tools import cache_dir, run, write_text_atomic
 
 BINFMT_ROOT = Path("/proc/sys/fs/binfmt_misc")
 MOUNTS_FILE = Path("/proc/self/mounts")
@@ -724,16 +724,6 @@ class BinfmtRecord:
         )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 class _Journal:
     """This process's state file: each change is added (and the file rewritten) before it is made."""
 
@@ -744,14 +734,14 @@ class _Journal:
 
     def before(self, change: BinfmtChange) -> None:
         self.record = BinfmtRecord(self.record.pid, self.record.start, (*self.record.changes, change), self.path)
-        _write_atomic(self.path, self.record.to_json())
+        write_text_atomic(self.path, self.record.to_json())
 
     def undone(self, change: BinfmtChange) -> None:
         """change is restored: drop it; the file goes when nothing is left to restore."""
         left = tuple(c for c in self.record.changes if c != change)
         self.record = BinfmtRecord(self.record.pid, self.record.start, left, self.path)
         if left:
-            _write_atomic(self.path, self.record.to_json())
+            write_text_atomic(self.path, self.record.to_json())
         else:
             self.path.unlink(missing_ok=True)
 
