@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness import platforms, report, scenario, tools
+from harness import platforms, report, scenario, signals, tools
 from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
 from harness.errors import HarnessError
 from harness.runner import ExitStatus, RunOptions, run_scenario
@@ -151,8 +151,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         print("  kubectl get nodes")
     elif args.action == "delete":
-        cluster.delete()
-        print(f"cluster {cluster.name} deleted")
+        existed = cluster.exists()
+        cluster.delete()  # refuses (NotManaged, exit 3) a cluster the harness did not make
+        print(f"cluster {cluster.name} deleted" if existed else f"no cluster {cluster.name} (nothing to delete)")
     else:
         print(cluster.kubeconfig)
     return 0
@@ -164,17 +165,20 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     if args.cluster and args.all:
         print("error: --cluster and --all exclude each other (--all removes everything)", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
-    found = gc.find(args.cluster)
-    if args.cluster and not found:
+    surveyed = gc.survey(args.cluster)
+    if args.cluster and not surveyed.found:
         print(f"nothing the harness made belongs to cluster(s) {', '.join(args.cluster)}")
-    for item in found:
+    for skipped in surveyed.skipped:
+        print(f"leaving {skipped.kind} {skipped.name}: {skipped.reason}")
+    for item in surveyed.found:
         print(f"{'removing' if args.yes else 'would remove'} {item.kind} {item.name}")
     if args.all:
         print(f"{'removing' if args.yes else 'would remove'} cache {tools.cache_dir()}")
     if not args.yes:
         print("(dry run: add --yes to remove)")
         return 0
-    gc.remove(found)
+    for refused in gc.remove(surveyed.found):
+        print(f"left {refused.kind} {refused.name}: {refused.reason}")
     if args.all:
         shutil.rmtree(tools.cache_dir(), ignore_errors=True)
     return 0
@@ -230,13 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        with signals.interrupting():  # SIGTERM and SIGHUP take Ctrl-C's clean-up path (exit 143, 129)
+            return int(args.func(args))
     except scenario.ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitStatus.BAD_INPUT)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitStatus.ENVIRONMENT)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return int(ExitStatus.INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({signals.signal_name(exc)})", file=sys.stderr)
+        return signals.exit_status(exc)

@@ -6,11 +6,13 @@ the command line, exit code and output.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,16 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
 
-from harness import tools
-from harness.errors import ClusterGone, GuardRefused, HarnessError, ToolError
+from harness import engine, tools
+from harness.errors import ClusterGone, GuardRefused, HarnessError, NotManaged, ToolError
 from harness.outcomes import LOG_GONE
 
 MANAGED_LABEL = "incident-harness.io/managed"
 REGISTRY_FREE_REPO = "incident-harness/node"
+KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"  # kind's label on each node container: the cluster's name
+KIND_ROLE_LABEL = "io.x-k8s.kind.role"
+KUBEADM_CONFIG = "/kind/kubeadm.conf"  # kind writes each node's kubeadm config (with its node labels) here
+CREATION_WINDOW = timedelta(seconds=960)  # `kind create cluster` is given 900 s; its containers come in that time
 
 
 def default_name() -> str:
@@ -115,9 +121,12 @@ class KindCluster:
         """Create the cluster, or reuse it when one of that name exists; wait until it is ready."""
         tools.ensure_engine()
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.exists() and not self._nodes_running():
-            # Its node containers stopped (e.g. the engine restarted): kind cannot revive them.
-            tools.run([self.kind, "delete", "cluster", "--name", self.name], timeout=300)
+        if self.exists():
+            require_managed(self.name, "reuse")
+            if not self._nodes_running():
+                # Its node containers stopped (e.g. the engine restarted): kind cannot revive them.
+                require_managed(self.name, "delete (its nodes are stopped)")
+                self._kind_delete()
         if self.exists():
             self.reused = True
             self._export_kubeconfig()
@@ -126,6 +135,12 @@ class KindCluster:
             self.node_image = choice.image
             config = self.kubeconfig.parent / "kind-config.yaml"
             config.write_text(yaml.safe_dump(self.kind_config()))
+            # Written before kind makes a container: a creation interrupted before kind wrote the
+            # nodes' labels leaves containers that are still known to be ours (judge_ownership).
+            tools.write_text_atomic(
+                creation_record(self.name),
+                json.dumps({"cluster": self.name, "started": datetime.now(UTC).isoformat(), "pid": os.getpid()}),
+            )
             tools.run(
                 [
                     self.kind,
@@ -143,6 +158,7 @@ class KindCluster:
                 timeout=900,
                 remedy=f"read the output above; 'kind export logs --name {self.name}' collects node logs",
             )
+            creation_record(self.name).unlink(missing_ok=True)  # every node carries the label now
         os.chmod(self.kubeconfig, 0o600)
         self.wait_ready(timeout=wait)
         return self
@@ -153,21 +169,29 @@ class KindCluster:
         return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "nodes": nodes}
 
     def delete(self) -> None:
-        """Delete the cluster and the files the harness made for it (nothing else)."""
+        """Delete the cluster and the files the harness made for it (nothing else).
+
+        Refuses (NotManaged) a cluster of that name that the harness did not make.
+        """
         if self.exists():
-            tools.run(
-                [self.kind, "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig)], timeout=300
-            )
+            require_managed(self.name, "delete")
+            self._kind_delete()
+        else:
+            # Gone: no half-made node of it can still appear (a half-made cluster is deleted in
+            # rounds until none is left; the record must outlive each round but the last).
+            creation_record(self.name).unlink(missing_ok=True)
         shutil.rmtree(self.kubeconfig.parent, ignore_errors=True)
+
+    def _kind_delete(self) -> None:
+        # --kubeconfig: kind removes the cluster's entry from that file, never from ~/.kube/config.
+        tools.run(
+            [self.kind, "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig)], timeout=300
+        )
 
     def _nodes_running(self) -> bool:
         """Every node container of the cluster runs (a stopped kind node is not restarted)."""
-        docker = tools.docker_binary()
-        for node in self.nodes():
-            state = tools.run([docker, "inspect", "-f", "{{.State.Running}}", node], check=False, timeout=30)
-            if state.stdout.strip() != "true":
-                return False
-        return True
+        nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
+        return bool(nodes) and all(n.state in ("running", "paused") for n in nodes)
 
     def _export_kubeconfig(self) -> None:
         tools.run(
@@ -271,6 +295,7 @@ class KindCluster:
 
     def load_image(self, ref: str) -> None:
         """Load a local image into every node (all platforms) and verify it there with crictl."""
+        require_managed(self.name, "load an image into")
         tools.run([self.kind, "load", "docker-image", ref, "--name", self.name], timeout=600)
         for node in self.nodes():
             if not self.image_on_node(node, ref):
@@ -281,6 +306,7 @@ class KindCluster:
 
     def load_archive(self, archive: Path, refs: list[str]) -> None:
         """Import an image archive (docker or OCI layout, e.g. a multi-platform index) into every node."""
+        require_managed(self.name, "load an image archive into")
         tools.run([self.kind, "load", "image-archive", str(archive), "--name", self.name], timeout=600)
         for node in self.nodes():
             for ref in refs:
@@ -301,7 +327,7 @@ class KindCluster:
     def collect_evidence(self, namespace: str, selector: str, directory: Path) -> Path:
         """Describe, events, objects and logs of a namespace, plus kind's node logs, into directory."""
         directory.mkdir(parents=True, exist_ok=True)
-        kubectl = [tools.kubectl_binary(), "--kubeconfig", str(self.kubeconfig), "-n", namespace]
+        kubectl = [*tools.kubectl_command(self.kubeconfig), "-n", namespace]
         selector = selector or MANAGED_LABEL
         commands = (
             {}
@@ -469,6 +495,127 @@ def ensure_harness_context(kubeconfig: Path, core: k8s.CoreV1Api | None = None, 
             raise GuardRefused(f"refusing context {current!r}: its nodes lack the {label} label", remedy)
 
 
+# -- ownership: what the harness made, and only that, it may delete --------------------------------
+
+
+class Ownership(enum.Enum):
+    ABSENT = "absent"  # no node container of that cluster name
+    MANAGED = "managed"  # every node was made by the harness
+    FOREIGN = "foreign"  # some node was not: hands off
+
+
+@dataclass(frozen=True)
+class OwnershipCheck:
+    cluster: str
+    ownership: Ownership
+    reason: str  # for FOREIGN: which node and why
+    containers: tuple[engine.Container, ...] = ()
+
+
+def kubeadm_node_labels(text: str) -> dict[str, str]:
+    """The node labels in a kubeadm config (kind's /kind/kubeadm.conf): the kubelet's --node-labels.
+
+    kind puts a node's `labels` from the cluster config there, for kubeadm's Init- or
+    JoinConfiguration (kubeletExtraArgs is a map up to kubeadm v1beta3, a name/value list from v1beta4).
+    """
+    labels: dict[str, str] = {}
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError:
+        return labels
+    for doc in docs:
+        registration = doc.get("nodeRegistration")
+        extra = registration.get("kubeletExtraArgs") if isinstance(registration, dict) else None
+        values: list[str] = []
+        if isinstance(extra, dict):
+            values = [str(extra.get("node-labels") or "")]
+        elif isinstance(extra, list):
+            values = [
+                str(a.get("value") or "") for a in extra if isinstance(a, dict) and a.get("name") == "node-labels"
+            ]
+        for value in values:
+            for pair in value.split(","):
+                key, sep, val = pair.strip().partition("=")
+                if key and sep:
+                    labels[key] = val
+    return labels
+
+
+def creation_record(name: str) -> Path:
+    """Where the harness notes that it is starting `kind create cluster --name name`.
+
+    Outside the cluster's folder, which delete() removes: a half-made cluster is deleted in
+    several rounds (a container may still appear after the first), each needing the record.
+    """
+    return tools.cache_dir() / "creating" / f"{name}.json"
+
+
+def _creation_started(name: str) -> datetime | None:
+    """When the harness started `kind create cluster` for name (its record), or None."""
+    try:
+        record = json.loads(creation_record(name).read_text())
+        return datetime.fromisoformat(record["started"]) if record.get("cluster") == name else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def judge_ownership(
+    cluster: str,
+    nodes: list[engine.Container],
+    configs: dict[str, bytes | None],
+    creation_started: datetime | None,
+) -> OwnershipCheck:
+    """Pure: is a kind cluster with these node containers (and their kubeadm configs by id) the harness's?
+
+    A node is the harness's when its kubeadm config carries MANAGED_LABEL=true (the harness
+    labels every node at create). A node with no kubeadm config yet (a creation the harness
+    interrupted) is the harness's when it was created within CREATION_WINDOW after the harness
+    recorded, for this name, that it was starting `kind create cluster`. Everything else is
+    someone else's.
+    """
+    if not nodes:
+        return OwnershipCheck(cluster, Ownership.ABSENT, f"no node container of cluster {cluster!r}")
+    kube_nodes = [n for n in nodes if n.labels.get(KIND_ROLE_LABEL) != "external-load-balancer"] or nodes
+    for node in kube_nodes:
+        config = configs.get(node.id)
+        if config is None:
+            slack = timedelta(seconds=1)  # one clock, but the engine and Python round it differently
+            if creation_started is not None and (
+                creation_started - slack <= node.created <= creation_started + CREATION_WINDOW
+            ):
+                continue
+            reason = f"node {node.name} has no {KUBEADM_CONFIG} and the harness did not start creating it"
+            return OwnershipCheck(cluster, Ownership.FOREIGN, reason, tuple(nodes))
+        labels = kubeadm_node_labels(config.decode("utf-8", "replace"))
+        if labels.get(MANAGED_LABEL) != "true":
+            reason = f"node {node.name} lacks the {MANAGED_LABEL}=true label"
+            return OwnershipCheck(cluster, Ownership.FOREIGN, reason, tuple(nodes))
+    return OwnershipCheck(cluster, Ownership.MANAGED, "", tuple(nodes))
+
+
+def check_ownership(name: str) -> OwnershipCheck:
+    """Ask the engine for the cluster's node containers and read each one's kubeadm config (stopped ones too)."""
+    nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={name}")
+    configs = {n.id: engine.read_file(n.id, KUBEADM_CONFIG) for n in nodes}
+    return judge_ownership(name, nodes, configs, _creation_started(name))
+
+
+def refusal(check: OwnershipCheck, action: str) -> NotManaged:
+    """The error for a cluster the harness will not touch: one line why, one how to do it by hand."""
+    return NotManaged(
+        f"refusing to {action} kind cluster {check.cluster!r}: the harness did not make it ({check.reason})",
+        f"if it is yours to remove, delete it by hand: kind delete cluster --name {check.cluster}",
+    )
+
+
+def require_managed(name: str, action: str) -> OwnershipCheck:
+    """NotManaged unless every node container of cluster name was made by the harness (or there is none)."""
+    check = check_ownership(name)
+    if check.ownership is Ownership.FOREIGN:
+        raise refusal(check, action)
+    return check
+
+
 def delete_cluster(name: str, kind_bin: str | None = None) -> None:
     KindCluster(name=name, kind_bin=kind_bin).delete()
 
@@ -477,10 +624,16 @@ __all__ = [
     "MANAGED_LABEL",
     "KindCluster",
     "NodeImageChoice",
+    "Ownership",
+    "OwnershipCheck",
     "ToolError",
+    "check_ownership",
     "default_name",
     "delete_cluster",
     "ensure_harness_context",
+    "judge_ownership",
+    "kubeadm_node_labels",
     "kubeconfig_path",
+    "require_managed",
     "resolve_node_image",
 ]

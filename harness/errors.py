@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 class HarnessError(Exception):
     """A failure with a one-line cause and a one-line remedy; no traceback is shown for it."""
@@ -57,3 +59,23 @@ class GuardRefused(HarnessError):
 
 class WatchStopped(HarnessError):
     """A watch stopped on request (its stop event was set by another thread)."""
+
+
+class NotManaged(GuardRefused):
+    """A cluster, container or image the harness did not make: it refuses to delete or change it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP, raised in the main thread so every clean-up path runs as for Ctrl-C.
+
+    exit_status is the shell's convention, 128 + the signal number: 130 SIGINT, 143 SIGTERM, 129 SIGHUP.
+    """
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        self.signum = int(signum)
+        self.exit_status = 128 + self.signum
+        try:
+            self.signal_name = signal.Signals(signum).name
+        except ValueError:
+            self.signal_name = f"signal {signum}"
+        super().__init__(self.signal_name)

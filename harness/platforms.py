@@ -17,17 +17,19 @@ Facts this module relies on, measured on the project's machines (Debian 12, kern
 from __future__ import annotations
 
 import enum
+import json
 import os
 import platform as _platform
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError
-from harness.tools import run
+from harness.signals import deferred, interrupting
+from harness.tools import cache_dir, run, write_text_atomic
 
 BINFMT_ROOT = Path("/proc/sys/fs/binfmt_misc")
 MOUNTS_FILE = Path("/proc/self/mounts")
@@ -653,6 +655,165 @@ def _umount(root: Path) -> None:
     run(["umount", str(root)], timeout=30, remedy=f"unmount {root} yourself")
 
 
+# A run that registers a handler writes what it is about to change to a state file first (one per
+# process, atomically), and deletes the file once it has restored everything. A file whose process
+# is gone is what a killed run left: repair_binfmt undoes it, as far as the state still matches.
+
+
+def binfmt_state_dir() -> Path:
+    """Where runs record their binfmt_misc changes: under the harness's cache."""
+    return cache_dir() / "binfmt"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process pid (field 22 of /proc/PID/stat, in clock ticks), or None if it is gone.
+
+    A pid is reused; pid and start time together name one process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+@dataclass(frozen=True)
+class BinfmtChange:
+    """One change a run makes to binfmt_misc, recorded before it is made.
+
+    action: "mount" (binfmt_misc was not mounted at root), "enable" (its status was disabled;
+    handlers: the names present then), "register" (handler `name` for `interpreter`, flags).
+    """
+
+    action: str
+    root: str
+    name: str = ""
+    interpreter: str = ""
+    flags: str = ""
+    handlers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BinfmtRecord:
+    """A run's state file: the process and the changes it made (or was about to make), in order."""
+
+    pid: int
+    start: str
+    changes: tuple[BinfmtChange, ...]
+    path: Path
+
+    def alive(self) -> bool:
+        if not self.start:  # recorded where /proc did not tell start times: the pid alone
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+            return True
+        return _process_start(self.pid) == self.start
+
+    def describe(self) -> str:
+        done = ", ".join(c.name or c.action for c in self.changes) or "nothing"
+        return f"binfmt_misc changes of process {self.pid} ({done}), recorded in {self.path}"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"pid": self.pid, "start": self.start, "changes": [asdict(c) for c in self.changes]}, indent=2
+        )
+
+
+class _Journal:
+    """This process's state file: each change is added (and the file rewritten) before it is made."""
+
+    def __init__(self, state_dir: Path) -> None:
+        pid = os.getpid()
+        self.path = state_dir / f"{pid}.json"
+        self.record = BinfmtRecord(pid, _process_start(pid) or "", (), self.path)
+
+    def before(self, change: BinfmtChange) -> None:
+        self.record = BinfmtRecord(self.record.pid, self.record.start, (*self.record.changes, change), self.path)
+        write_text_atomic(self.path, self.record.to_json())
+
+    def undone(self, change: BinfmtChange) -> None:
+        """change is restored: drop it; the file goes when nothing is left to restore."""
+        left = tuple(c for c in self.record.changes if c != change)
+        self.record = BinfmtRecord(self.record.pid, self.record.start, left, self.path)
+        if left:
+            write_text_atomic(self.path, self.record.to_json())
+        else:
+            self.path.unlink(missing_ok=True)
+
+
+def read_binfmt_records(state_dir: Path | None = None) -> list[BinfmtRecord]:
+    """Every state file in state_dir (unreadable ones are skipped: they were never complete)."""
+    directory = state_dir or binfmt_state_dir()
+    records = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+            changes = tuple(BinfmtChange(**{**c, "handlers": tuple(c.get("handlers") or ())}) for c in data["changes"])
+            records.append(BinfmtRecord(int(data["pid"]), str(data["start"]), changes, path))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return records
+
+
+def binfmt_leftovers(state_dir: Path | None = None) -> list[BinfmtRecord]:
+    """State files of runs that ended without restoring binfmt_misc (killed): what repair_binfmt would undo."""
+    return [r for r in read_binfmt_records(state_dir) if not r.alive()]
+
+
+def repair_binfmt(state_dir: Path | None = None, mounts: Path = MOUNTS_FILE, *, root: Path | None = None) -> list[str]:
+    """Undo what killed runs left in binfmt_misc, in reverse order; one line per action taken or declined.
+
+    Only what still matches the record is undone: the handler of the recorded name with the
+    recorded interpreter; the status switched off again only while no handler exists that was
+    not there when the run enabled it; binfmt_misc unmounted only while no handler is registered.
+    Anything else belongs to someone else now and is left alone (and said so). With root: only
+    records of changes at that mount point.
+    """
+    said: list[str] = []
+    for record in binfmt_leftovers(state_dir):
+        if root is not None and any(Path(c.root) != root for c in record.changes):
+            continue  # another binfmt_misc mount than the one asked about
+        for change in reversed(record.changes):
+            said.append(_repair_one(change, mounts))
+        record.path.unlink(missing_ok=True)
+    return said
+
+
+def _repair_one(change: BinfmtChange, mounts: Path) -> str:
+    root = Path(change.root)
+    mounted = _is_mounted(root, mounts)
+    handlers = {h.name: h for h in read_binfmt(root, mounts).handlers} if mounted else {}
+    if change.action == "register":
+        handler = handlers.get(change.name)
+        if handler is None:
+            return f"handler {change.name}: not registered (nothing to undo)"
+        if handler.interpreter != change.interpreter:
+            return f"handler {change.name}: left alone, its interpreter is now {handler.interpreter}"
+        _kernel_write(root / change.name, "-1")
+        return f"handler {change.name}: removed (a killed run had registered it)"
+    if change.action == "enable":
+        others = sorted(set(handlers) - set(change.handlers))
+        if not mounted or (root / "status").read_text().strip() != "enabled":
+            return f"{root}: already disabled"
+        if others:
+            return f"{root}: left enabled, handlers were registered since: {', '.join(others)}"
+        _kernel_write(root / "status", "0")
+        return f"{root}: disabled again (a killed run had enabled it)"
+    if change.action == "mount":
+        if not mounted:
+            return f"{root}: not mounted (nothing to undo)"
+        if handlers:
+            return f"{root}: left mounted, handlers are registered: {', '.join(sorted(handlers))}"
+        _umount(root)
+        return f"{root}: unmounted again (a killed run had mounted it)"
+    return f"unknown change {change.action!r}: left alone"
+
+
 @contextmanager
 def emulation_registered(
     platform: Platform,
@@ -661,6 +822,7 @@ def emulation_registered(
     fix_binary: bool = True,
     root: Path = BINFMT_ROOT,
     mounts: Path = MOUNTS_FILE,
+    state_dir: Path | None = None,
 ) -> Iterator[EmulationState]:
     """Make the host kernel run `platform` binaries with QEMU, then restore the exact state.
 
@@ -668,6 +830,10 @@ def emulation_registered(
     flag unless fix_binary=False) for Debian's qemu-user-static binary, unless a handler of that
     name exists (left untouched) or another usable handler already covers the architecture. On
     exit it undoes exactly those steps, in reverse order. Yields the state with the handler.
+
+    Every exit path restores: an exception, Ctrl-C, and SIGTERM or SIGHUP (raised as
+    Interrupted within the block). Each change is recorded in a state file under the harness's
+    cache before it is made, so a later call repairs what a killed run (SIGKILL) left first.
     """
     _require_root()
     name = f"qemu-{qemu_name(platform)}"
@@ -686,40 +852,63 @@ def emulation_registered(
         )
     if not root.is_dir():
         raise HarnessError(f"{root} does not exist", "use a kernel with CONFIG_BINFMT_MISC")
-    undo: list[Callable[[], None]] = []
-    try:
-        if not _is_mounted(root, mounts):
-            _mount(root)
-            undo.append(lambda: _umount(root))
-        if (root / "status").read_text().strip() != "enabled":
-            _kernel_write(root / "status", "1")
-            undo.append(lambda: _kernel_write(root / "status", "0"))
-        before = read_binfmt(root, mounts)
-        covered = before.can_run_in_containers(platform) if fix_binary else before.can_run(platform)
-        if not covered and not any(h.name == name for h in before.handlers):
-            flags = "F" if fix_binary else ""
-            _kernel_write(root / "register", register_line(name, platform, interpreter, flags))
-            undo.append(lambda: _kernel_write(root / name, "-1"))
-        state = read_binfmt(root, mounts)
-        usable = state.can_run_in_containers(platform) if fix_binary else state.can_run(platform)
-        if not usable:
-            raise HarnessError(
-                f"binfmt_misc cannot emulate {platform}: {state.describe()}",
-                f"the existing handler {name!r} was left untouched; fix or remove it yourself",
-            )
-        yield state
-    finally:
-        _undo_all(undo)
-
-
-def _undo_all(undo: list[Callable[[], None]]) -> None:
-    """Run clean-up steps in reverse order; every step runs even if an earlier one fails."""
-    failures: list[HarnessError] = []
-    for step in reversed(undo):
+    states = state_dir or binfmt_state_dir()
+    repair_binfmt(states, mounts, root=root)
+    journal = _Journal(states)
+    undo: list[tuple[BinfmtChange, Callable[[], None]]] = []
+    with interrupting():
         try:
-            step()
-        except HarnessError as exc:
-            failures.append(exc)
+            if not _is_mounted(root, mounts):
+                change = BinfmtChange("mount", str(root))
+                journal.before(change)
+                _mount(root)
+                undo.append((change, lambda: _umount(root)))
+            if (root / "status").read_text().strip() != "enabled":
+                present = tuple(h.name for h in read_binfmt(root, mounts).handlers)
+                change = BinfmtChange("enable", str(root), handlers=present)
+                journal.before(change)
+                _kernel_write(root / "status", "1")
+                undo.append((change, lambda: _kernel_write(root / "status", "0")))
+            before = read_binfmt(root, mounts)
+            covered = before.can_run_in_containers(platform) if fix_binary else before.can_run(platform)
+            if not covered and not any(h.name == name for h in before.handlers):
+                flags = "F" if fix_binary else ""
+                change = BinfmtChange("register", str(root), name=name, interpreter=str(interpreter), flags=flags)
+                journal.before(change)
+                _kernel_write(root / "register", register_line(name, platform, interpreter, flags))
+                undo.append((change, lambda: _kernel_write(root / name, "-1")))
+            state = read_binfmt(root, mounts)
+            usable = state.can_run_in_containers(platform) if fix_binary else state.can_run(platform)
+            if not usable:
+                raise HarnessError(
+                    f"binfmt_misc cannot emulate {platform}: {state.describe()}",
+                    f"the existing handler {name!r} was left untouched; fix or remove it yourself",
+                )
+            yield state
+        finally:
+            _undo_all(undo, journal, mounts)
+
+
+def _undo_all(undo: list[tuple[BinfmtChange, Callable[[], None]]], journal: _Journal, mounts: Path) -> None:
+    """Restore every recorded change in reverse order; every step runs even if an earlier one fails.
+
+    A change recorded but not known to be made (the run stopped between the record and the
+    kernel's answer) is repaired as a killed run's would be: undone if the state shows it.
+    SIGINT, SIGTERM and SIGHUP wait until the few writes are done.
+    """
+    failures: list[HarnessError] = []
+    made = dict(undo)
+    with deferred():
+        for change in reversed(journal.record.changes):
+            try:
+                step = made.get(change)
+                if step is not None:
+                    step()
+                else:
+                    _repair_one(change, mounts)
+                journal.undone(change)
+            except HarnessError as exc:
+                failures.append(exc)
     if failures:
         raise HarnessError(
             "restoring binfmt_misc failed: " + " | ".join(f.cause for f in failures),

@@ -32,7 +32,7 @@ from typing import TypeVar
 import urllib3
 from kubernetes import client as k8s
 
-from harness import images, outcomes, platforms, tools, workload
+from harness import images, outcomes, platforms, signals, tools, workload
 from harness.cluster import BoundedApiClient, KindCluster
 from harness.errors import ClusterGone, HarnessError
 from harness.outcomes import Evidence, Outcome, Verdict
@@ -58,7 +58,9 @@ class ExitStatus(IntEnum):
     BAD_INPUT = 2  # the scenario file or the command line is wrong
     ENVIRONMENT = 3  # Docker, kind or the cluster failed or vanished
     MASKED_BY_EMULATION = 4  # the foreign image RAN under emulation: not reproducible on this host
-    INTERRUPTED = 130
+    HANGUP = 129  # SIGHUP (128 + 1)
+    INTERRUPTED = 130  # SIGINT, Ctrl-C (128 + 2)
+    TERMINATED = 143  # SIGTERM (128 + 15): a CI cancel, `timeout`, `docker stop`
 
 
 @dataclass
@@ -700,12 +702,15 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
             or run.fix_verified is False
         ):
             status = ExitStatus.EXPECTATION_FAILED
-    except KeyboardInterrupt:
-        status, error = ExitStatus.INTERRUPTED, "interrupted"
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP raised as Interrupted (harness.signals)
+        status = ExitStatus(signals.exit_status(exc))
+        failed = [s.name for s in run.steps if s.status is StepStatus.FAILED]
+        where = f"during step '{failed[-1]}'" if failed else f"after step '{run.steps[-1].name}'" if run.steps else ""
+        error = f"interrupted by {signals.signal_name(exc)} {where}".rstrip()
     except HarnessError as exc:
         status, error = ExitStatus.ENVIRONMENT, str(exc)
     finally:
-        if status not in (ExitStatus.OK, ExitStatus.MASKED_BY_EMULATION, ExitStatus.INTERRUPTED):
+        if status not in (ExitStatus.OK, ExitStatus.MASKED_BY_EMULATION) and status < ExitStatus.HANGUP:
             try:
                 run.collect_artifacts()
             except Exception as exc:  # noqa: BLE001 - evidence collection must not hide the failure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -106,6 +107,37 @@ def kubectl_binary() -> str:
     if not found:
         raise ToolMissing("kubectl is not installed", "run 'make node-image' (it builds kubectl) or install kubectl")
     return found
+
+
+def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> Path:
+    """Write text to path so that a reader finds the old file or the whole new one, never a part.
+
+    A temporary file in the same folder, flushed to disk, then renamed over path; on any failure
+    (an interrupt too) the temporary file is removed. The folder is created if needed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def kube_cache_dir() -> Path:
+    """kubectl's discovery and HTTP cache: under the harness's cache, never ~/.kube/cache."""
+    return cache_dir() / "kube-cache"
+
+
+def kubectl_command(kubeconfig: Path) -> list[str]:
+    """The start of every kubectl command line the harness runs: its kubeconfig and its cache folder."""
+    return [kubectl_binary(), "--kubeconfig", str(kubeconfig), "--cache-dir", str(kube_cache_dir())]
 
 
 def docker_binary() -> str:

@@ -294,44 +294,6 @@ def test_json_is_written_whole(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["bench.json"]
 
 
-# -- harness gc --cluster (the soak removes only its own cluster with it) ---------------------------
-
-
-def test_gc_with_clusters_lists_only_them_and_no_images(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from harness import gc, tools
-
-    for name in ("incident-harness", "soak-faults", "stale"):
-        (tmp_path / "clusters" / name).mkdir(parents=True)
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
-    outputs = {
-        "get clusters": "incident-harness\nsoak-faults\n",
-        "ps": "incident-harness-control-plane\tincident-harness\nsoak-faults-control-plane\tsoak-faults\n",
-        "images": "incident-harness/node:v1\nsoak-decoy:1\n",
-    }
-
-    def fake_run(cmd: list[str], **_: Any) -> tools.Result:
-        key = next(k for k in outputs if k in " ".join(cmd))
-        return tools.Result(tuple(cmd), 0, outputs[key], "")
-
-    monkeypatch.setattr(tools, "run", fake_run)
-    monkeypatch.setattr(tools, "ensure_engine", lambda: None)
-    monkeypatch.setattr(tools, "kind_binary", lambda explicit=None: "kind")
-    monkeypatch.setattr(tools, "docker_binary", lambda: "docker")
-    everything = {(m.kind, m.name) for m in gc.find()}
-    assert everything == {
-        ("cluster", "incident-harness"),
-        ("cluster", "soak-faults"),
-        ("container", "incident-harness-control-plane"),
-        ("container", "soak-faults-control-plane"),
-        ("image", "incident-harness/node:v1"),
-    }
-    assert {(m.kind, m.name) for m in gc.find(["soak-faults"])} == {
-        ("cluster", "soak-faults"),
-        ("container", "soak-faults-control-plane"),
-    }
-    assert gc.find(["stale"]) == []  # a folder without a kind cluster is not a cluster
-
-
 # -- CPU requests: will n workloads fit the node? ----------------------------------------------------
 
 
