@@ -406,7 +406,7 @@ def _parse(path: Path, data: Any, root: Path) -> Scenario:
         pods = reachable.watched(templates, wr["deployment"])
     except reachable.ShapeError as exc:
         raise FieldError("workload.deployment" if wr["deployment"] else "workload.manifests", str(exc)) from exc
-    if wr["container"] is not None and wr["container"] not in pods.containers + pods.sidecars:
+    if wr["container"] is not None and wr["container"] not in pods.containers:
         raise FieldError("workload.container", f"a container of {pods.where}: one of {list(pods.containers)}")
     if wr["initImage"] is not None and not (pods.init_containers or pods.sidecars):
         raise FieldError("workload.initImage", f"no initImage: {pods.where} has no initContainers")
