@@ -389,6 +389,20 @@ def _phrase(node: Node) -> str:
     return "a value"
 
 
+def python_type(node: Node) -> type:
+    """The Python type a node checks to (str, int, float, bool, list or dict)."""
+    for kinds, result in (
+        ((Text, Scalar), str),
+        ((Integer,), int),
+        ((Number,), float),
+        ((Flag,), bool),
+        ((Seq,), list),
+    ):
+        if isinstance(node, kinds):
+            return result
+    return dict
+
+
 def document_schema(root: Node, *, title: str, schema_id: str) -> dict[str, Any]:
     """The root node as a complete JSON Schema document."""
     return {"$schema": DRAFT, "$id": schema_id, "title": title, **root.schema()}

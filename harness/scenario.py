@@ -26,6 +26,7 @@ from harness.fields import (
     Free,
     Implies,
     Integer,
+    Node,
     Number,
     OneKey,
     Record,
@@ -35,6 +36,7 @@ from harness.fields import (
     Table,
     Text,
     document_schema,
+    python_type,
 )
 from harness.images import PrepareStep
 from harness.outcomes import Outcome
@@ -89,7 +91,7 @@ def _platform_problem(value: str) -> str | None:
 # --------------------------------------------------------------------------------------------
 # The tables (the schema)
 
-SYMPTOMS: dict[str, Any] = {
+SYMPTOM_FIELDS: dict[str, Node] = {
     "waitingReason": Text("a container was seen Waiting with this reason (state.waiting only)"),
     "terminatedReason": Text("a container was seen Terminated with this reason (state and lastState)"),
     "restartsAtLeast": Integer("a container's restart count reached this (the watch waits for it)", minimum=1),
@@ -99,11 +101,14 @@ SYMPTOMS: dict[str, Any] = {
     "exitCode": Integer("a container terminated with this exit code", minimum=0, maximum=255),
     "probeFailed": Text("the kubelet reported a failure of this probe", choices=reachable.PROBE_TYPES),
 }
-STEPS: dict[str, Any] = {
+STEP_FIELDS: dict[str, Node] = {
     "setImage": Text("an image name from `images`: built, loaded and set on the Deployment"),
     "rolloutRestart": Flag("kubectl rollout restart of the Deployment", only_true=True),
     "rollback": Flag("kubectl rollout undo of the Deployment", only_true=True),
 }
+# What each symptom's and step's value is in Python (the names other modules code against).
+SYMPTOMS: dict[str, type] = {name: python_type(node) for name, node in SYMPTOM_FIELDS.items()}
+STEPS: dict[str, type] = {name: python_type(node) for name, node in STEP_FIELDS.items()}
 PLATFORM = Text(
     "native (the nodes' platform), foreign (amd64 <-> arm64 of the nodes') or a platform such as linux/arm64",
     pattern=r"native|foreign|[a-z0-9]+(/[a-z0-9_]+){0,2}",
@@ -164,7 +169,10 @@ EXPECTATION = Record(
             REQUIRED,
         ),
         "symptoms": Slot(
-            Seq(OneKey(SYMPTOMS, what="symptom", example="{restartsAtLeast: 2}"), "each one is checked and reported"),
+            Seq(
+                OneKey(SYMPTOM_FIELDS, what="symptom", example="{restartsAtLeast: 2}"),
+                "each one is checked and reported",
+            ),
             [],
         ),
         "timeout": Slot(Number("seconds the watch may take"), 180.0),
@@ -220,7 +228,7 @@ SCENARIO = Record(
         "fix": Slot(
             Record(
                 {
-                    "steps": Slot(Seq(OneKey(STEPS, what="step"), "run in order", min_items=1), REQUIRED),
+                    "steps": Slot(Seq(OneKey(STEP_FIELDS, what="step"), "run in order", min_items=1), REQUIRED),
                     "expect": Slot(EXPECTATION, REQUIRED),
                 },
                 "steps in order, then what recovery looks like",

@@ -580,3 +580,19 @@ def test_the_readme_table_is_this_table() -> None:
         if line.startswith("| `") and len(cells) == len(COLUMNS) + 1:
             rows[cells[0].strip("`")] = tuple(c.startswith("yes") for c in cells[1:])
     assert rows == TABLE
+
+
+def test_symptoms_and_steps_map_names_to_python_types() -> None:
+    """Other modules code against these tables (contract): name -> the type of its value."""
+    symptoms, steps = dict(scenario.SYMPTOMS), dict(scenario.STEPS)
+    assert symptoms == {
+        "waitingReason": str,
+        "terminatedReason": str,
+        "restartsAtLeast": int,
+        "neverReady": bool,
+        "previousLogContains": str,
+        "eventContains": str,
+        "exitCode": int,
+        "probeFailed": str,
+    }
+    assert steps == {"setImage": str, "rolloutRestart": bool, "rollback": bool}
