@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from harness import platforms, report, scenario, signals, tools
+from harness import platforms, project, report, scenario, signals, tools
 from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
 from harness.errors import HarnessError
 from harness.runner import ExitStatus, RunOptions, run_scenario
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    found = project.find_project()  # --root, else [tool.incident-harness] above the cwd, else the cwd
     paths = scenario.discover()
     if not paths:
-        print(f"no scenario files in {scenario.SCENARIO_DIR}")
+        print(f"no scenario files in {found.scenarios_dir} (project {found.root})")
         return int(ExitStatus.BAD_INPUT)
     status = 0
     for path in paths:
         try:
-            s = scenario.load(path)
-            print(f"{s.name:28} {s.title}  ({path.relative_to(tools.REPO_ROOT)})")
+            s = scenario.load(path, found)
+            shown = path.relative_to(found.root) if path.is_relative_to(found.root) else path
+            print(f"{s.name:28} {s.title}  ({shown})")
         except scenario.ScenarioError as exc:
             print(f"{path.name:28} INVALID: {exc.cause}")
             status = int(ExitStatus.BAD_INPUT)
@@ -184,17 +187,31 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(scenario.json_schema(), indent=2))
+    return 0
+
+
+ROOT_HELP = "the project's root folder (default: the nearest with [tool.incident-harness] in pyproject.toml, else .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Reproduce Kubernetes incidents on kind.")
+    parser.add_argument("--root", default=None, help=ROOT_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the scenario files").set_defaults(func=_cmd_list)
+    lst = sub.add_parser("list", help="list the project's scenario files")
+    lst.add_argument("--root", default=argparse.SUPPRESS, help=ROOT_HELP)
+    lst.set_defaults(func=_cmd_list)
+    schema = sub.add_parser("schema", help="print the JSON Schema of scenario files (for editors)")
+    schema.set_defaults(func=_cmd_schema)
 
     doctor = sub.add_parser("doctor", help="tools, engine, platforms, emulation: can the incident reproduce here?")
     doctor.add_argument("--cluster-name", default=None)
     doctor.set_defaults(func=_cmd_doctor)
 
     rep = sub.add_parser("reproduce", help="run a scenario end to end and print the verdict")
-    rep.add_argument("scenario", help="a scenario file, or the name of one in scenarios/")
+    rep.add_argument("scenario", help="a scenario file, or the name of one in the project's scenarios folder")
+    rep.add_argument("--root", default=argparse.SUPPRESS, help=ROOT_HELP)
     rep.add_argument("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
     rep.add_argument(
         "--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)"
@@ -232,9 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.root is not None and not Path(args.root).is_dir():
+        parser.error(f"--root {args.root}: not a folder")
     try:
-        with signals.interrupting():  # SIGTERM and SIGHUP take Ctrl-C's clean-up path (exit 143, 129)
+        # SIGTERM and SIGHUP take Ctrl-C's clean-up path (exit 143, 129).
+        with signals.interrupting(), project.root_override(args.root):
             return int(args.func(args))
     except scenario.ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness import platforms
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ToolMissing
 from harness.platforms import Platform
 from harness.tools import REPO_ROOT, buildx_command, cache_dir, docker_binary, run
 
@@ -59,9 +59,6 @@ ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 
 TAG_DIGEST_LENGTH = 12
-SERVICE_REPOSITORY = "orders-api"
-# What the service's requirements are resolved for: pure-Python wheels for CPython 3.11 only.
-WHEEL_TARGET = ("--platform", "any", "--implementation", "py", "--abi", "none", "--python-version", "3.11")
 
 
 class Builder(enum.Enum):
@@ -316,7 +313,7 @@ def image_id(ref: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Build context of the service under test (app/, docker/uvicorn, .deps/)
+# Build contexts a scenario prepares (images.NAME.prepare) and the Python base image
 
 
 def ensure_python_base(platform: Platform) -> str:
@@ -326,94 +323,117 @@ def ensure_python_base(platform: Platform) -> str:
     return ensure(str(platform)).ref
 
 
-def prepare_wheels(requirements: Path) -> Path:
-    """The pinned pure-Python wheels of requirements in a cache directory (downloaded once)."""
-    key = hashlib.sha256(requirements.read_bytes() + " ".join(WHEEL_TARGET).encode()).hexdigest()[:16]
-    dest = cache_dir() / "wheels" / key
-    if dest.is_dir():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_dir(dest.parent, ".wheels-") as tmp:
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--disable-pip-version-check",
-                "--only-binary=:all:",
-                "--no-deps",
-                *WHEEL_TARGET,
-                "-r",
-                str(requirements),
-                "-d",
-                str(tmp),
-            ],
-            timeout=600,
-            remedy=f"check that PyPI is reachable and that {requirements} pins only packages with "
-            "pure-Python (py3-none-any) wheels",
-        )
-        os.replace(tmp, dest)
-    return dest
+CONTEXT_ENV = "HARNESS_CONTEXT"  # the folder a prepare command fills
+ROOT_ENV = "HARNESS_PROJECT_ROOT"  # the project root (also the command's working directory)
 
 
-def stage_service_context(dest: Path | None = None, *, repo_root: Path = REPO_ROOT) -> Path:
-    """Assemble the service's build context: app/, docker/uvicorn and .deps/ (installed wheels).
+@dataclass(frozen=True)
+class PrepareStep:
+    """A command that fills an image's build context before the build (scenario field images.NAME.prepare).
 
-    By default it lands in cache_dir()/contexts/orders-api-<key>, where key covers the app's files,
-    the console script and app/requirements.txt; an existing complete one is reused. The directory
-    is filled in a temporary sibling and renamed into place.
+    The command (an argument list, no shell) runs in the project root with an empty folder to
+    fill, named by ``{context}`` in its arguments and by $HARNESS_CONTEXT; ``{root}`` is the
+    project root and ``{python}`` the interpreter running the harness. When ``base`` is set, the
+    folder starts as a copy of it. The result is cached under a key over the command, the
+    content of ``inputs`` (what the command reads) and of ``base``.
     """
-    app_dir = repo_root / "app"
-    requirements = app_dir / "requirements.txt"
-    script = repo_root / "docker" / "uvicorn"
-    for needed in (requirements, script):
-        if not needed.is_file():
-            raise HarnessError(f"{needed} is missing", "restore it from the repository")
+
+    command: tuple[str, ...]
+    root: Path
+    inputs: tuple[Path, ...]
+    base: Path | None = None
+    timeout: float = 600.0
+    label: str = "prepare"  # names the step in messages: "<scenario file>: images.<name>.prepare"
+
+
+def prepare_key(step: PrepareStep) -> str:
+    """sha256 over the command and the content (path, mode, bytes) of the inputs and the base."""
     digest = hashlib.sha256()
-    for path in [script, *sorted(_context_files(app_dir))]:
-        digest.update(str(path.relative_to(repo_root)).encode() + b"\0" + _file_sha256(path).encode())
-    digest.update(" ".join(WHEEL_TARGET).encode())
-    target = dest or cache_dir() / "contexts" / f"{SERVICE_REPOSITORY}-{digest.hexdigest()[:16]}"
-    if target.is_dir() and (target / ".deps").is_dir():
+
+    def feed(*parts: str) -> None:
+        for part in parts:
+            data = part.encode()
+            digest.update(len(data).to_bytes(8, "big") + data)
+
+    def tree(tag: str, top: Path) -> None:
+        if not top.exists():
+            raise HarnessError(
+                f"{step.label}: input {top} does not exist", "restore it, or fix the path in the scenario"
+            )
+        files = [top] if top.is_file() else sorted(_context_files(top))
+        for path in files:
+            rel = os.path.relpath(path, step.root)
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                feed(tag, "L", rel, os.readlink(path))
+            else:
+                feed(tag, "F", rel, oct(info.st_mode & 0o111), _file_sha256(path))
+
+    feed("prepare-v1", *step.command)
+    for top in sorted(step.inputs):
+        tree("input", top)
+    if step.base is not None:
+        tree("base", step.base)
+    return digest.hexdigest()
+
+
+def prepare_context(step: PrepareStep) -> Path:
+    """The build context the step makes, from the cache when its key is there, else made now.
+
+    The folder is filled in a temporary sibling and renamed into place when the command
+    succeeded, so a failed or interrupted run never leaves a context a later run takes for
+    complete. File modes are normalised (0644, 0755 for executables) for the same tag on every
+    machine and a context readable by an image's non-root user.
+    """
+    target = cache_dir() / "contexts" / f"prepared-{prepare_key(step)[:16]}"
+    if target.is_dir():
         return target
-    wheels = prepare_wheels(requirements)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _temp_dir(target.parent, f".{target.name}-") as tmp:
-        shutil.copytree(app_dir, tmp / "app", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (tmp / "docker").mkdir()
-        shutil.copy2(script, tmp / "docker" / "uvicorn")
-        os.chmod(tmp / "docker" / "uvicorn", 0o755)
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-index",
-                "--no-deps",
-                "--find-links",
-                str(wheels),
-                "--only-binary=:all:",
-                *WHEEL_TARGET,
-                "--no-compile",
-                "--target",
-                str(tmp / ".deps"),
-                "-r",
-                str(requirements),
-            ],
-            timeout=600,
-            remedy=f"delete {wheels} and try again",
-        )
-        shutil.rmtree(tmp / ".deps" / "bin", ignore_errors=True)  # pip's scripts name the host's python
-        for path in (tmp / ".deps").rglob("direct_url.json"):
-            path.unlink()
+        if step.base is not None:
+            shutil.copytree(
+                step.base, tmp, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        fill = {"{context}": str(tmp), "{root}": str(step.root), "{python}": sys.executable}
+        argv = list(step.command)
+        for placeholder, value in fill.items():
+            argv = [arg.replace(placeholder, value) for arg in argv]
+        try:
+            run(
+                argv,
+                cwd=step.root,
+                env={CONTEXT_ENV: str(tmp), ROOT_ENV: str(step.root)},
+                timeout=step.timeout,
+                remedy=f"{step.label} failed: read its output above; it runs in {step.root} "
+                f"with {CONTEXT_ENV} (and {{context}}) naming an empty folder to fill",
+            )
+        except ToolMissing as exc:
+            raise HarnessError(
+                f"{step.label}: command {argv[0]!r} not found", "install it, or name it by its path in the scenario"
+            ) from exc
         _normalize_modes(tmp)
-        if dest is not None and target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # else another run made the same context first: use that one
+                raise
     return target
+
+
+def stage_service_context() -> Path:
+    """This repository's orders-api context (app/, docker/uvicorn, .deps/), as its seed scenario declares it.
+
+    For this repository's own tests and bench, which build the service's image without running a
+    scenario. The library never calls it: a scenario declares its images' ``prepare`` step.
+    """
+    from harness import scenario
+    from harness.project import find_project
+
+    seed = scenario.load(REPO_ROOT / "scenarios" / "arm64-on-amd64.yaml", find_project(root=REPO_ROOT))
+    step = seed.images["ci-build"].prepare
+    if step is None:
+        raise HarnessError("the seed scenario's ci-build image declares no prepare step", "restore scenarios/")
+    return prepare_context(step)
 
 
 def _normalize_modes(root: Path) -> None:

@@ -4,7 +4,7 @@ A team installs the harness into its own repository. That repository is the proj
 files, manifests and build contexts resolve against its root, not against the harness's own
 source tree. The root is, in this order:
 
-- the folder given explicitly (``--root``);
+- the folder given explicitly (``--root``, or ``root_override`` around a block);
 - the nearest folder, from the current directory upwards, whose ``pyproject.toml`` has a
   ``[tool.incident-harness]`` table (the project opted in);
 - the current directory.
@@ -16,6 +16,9 @@ source tree. The root is, in this order:
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from harness.errors import HarnessError
 
 TABLE = "incident-harness"
 DEFAULT_SCENARIOS = "scenarios"
+_ROOT: ContextVar[Path | None] = ContextVar("incident_harness_root", default=None)
 
 
 class ProjectError(HarnessError):
@@ -71,8 +75,27 @@ def _project(root: Path, table: dict[str, Any] | None, config_file: Path | None)
     return Project(root, (root / scenarios).resolve(), table is not None, config_file)
 
 
+@contextmanager
+def root_override(root: Path | str | None) -> Iterator[None]:
+    """Within the block, find_project() without a root of its own uses this root (the CLI's --root).
+
+    None changes nothing. The override is checked at once (ProjectError if it is not a folder).
+    """
+    if root is None:
+        yield
+        return
+    token = _ROOT.set(find_project(root).root)
+    try:
+        yield
+    finally:
+        _ROOT.reset(token)
+
+
 def find_project(root: Path | str | None = None, start: Path | str | None = None) -> Project:
-    """The project for an explicit root, else the nearest opted-in folder above start (default: cwd), else cwd."""
+    """The project for an explicit root (or root_override), else the nearest opted-in folder above
+    start (default: cwd), else start itself."""
+    if root is None:
+        root = _ROOT.get()
     if root is not None:
         base = Path(root).resolve()
         if not base.is_dir():

@@ -224,7 +224,7 @@ class _Run:
         return ref
 
     def _build_one(self, spec: ImageSpec, platform: Platform) -> images.BuiltImage:
-        context = images.stage_service_context() if spec.prepare == "service" else spec.context
+        context = images.prepare_context(spec.prepare) if spec.prepare is not None else spec.context
         args = {k: self._fill(v, platform) for k, v in spec.build_args.items()}
         return images.build_image(
             context,

@@ -1,7 +1,11 @@
 """Scenario files: the schema, loading with clear errors, and discovery.
 
 A scenario (YAML) names a cluster, images to build for platforms, a workload, the symptoms it
-expects, fix steps and the recovery it expects. See scenarios/README.md for the schema.
+expects, fix steps and the recovery it expects. The field tables below are the schema: the
+loader checks a file with them, and ``python -m harness schema`` prints them as JSON Schema.
+Rules across fields (image names, the manifests' kinds, outcomes the watch can reach) are
+checked next, before anything is built or deployed. Paths in a file resolve against the
+project's root (harness.project); scenarios/README.md describes every field.
 """
 
 from __future__ import annotations
@@ -13,41 +17,236 @@ from typing import Any
 
 import yaml
 
+from harness import reachable, workload
 from harness.errors import HarnessError
+from harness.fields import (
+    REQUIRED,
+    FieldError,
+    Flag,
+    Free,
+    Implies,
+    Integer,
+    Node,
+    Number,
+    OneKey,
+    Record,
+    Scalar,
+    Seq,
+    Slot,
+    Table,
+    Text,
+    document_schema,
+    python_type,
+)
+from harness.images import PrepareStep
 from harness.outcomes import Outcome
 from harness.platforms import PlatformError, parse_platform
+from harness.project import Project, find_project
 
 API_VERSION = "incident-harness/v1"
+SCHEMA_ID = "urn:incident-harness:scenario:v1"
+# This repository's own scenarios, for its tests. The library resolves scenarios through the
+# project (harness.project.find_project), never through this path.
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+REMEDY = "fix the scenario file (its schema: python -m harness schema; its fields: scenarios/README.md)"
 
-# Outcome names as people write them (kubectl's words) -> Outcome.
+# Outcome names as people write them (kubectl's words) -> the Outcome member's name. A name whose
+# member this build of harness.outcomes lacks is not offered (NotReady, Complete and Failed are
+# the verdict module's newer members).
+_MEMBERS = {
+    "Healthy": "HEALTHY",
+    "NotReady": "NOT_READY",
+    "CrashLoopBackOff": "CRASH_LOOP",
+    "Init:CrashLoopBackOff": "INIT_CRASH_LOOP",
+    "ImagePullBackOff": "IMAGE_PULL",
+    "CreateContainerError": "CREATE_ERROR",
+    "Pending": "PENDING",
+    "Unschedulable": "UNSCHEDULABLE",
+    "Complete": "COMPLETE",
+    "Failed": "FAILED",
+    "RanEmulated": "RAN_EMULATED",
+    "Timeout": "TIMEOUT",
+}
 OUTCOME_NAMES: dict[str, Outcome] = {
-    "Healthy": Outcome.HEALTHY,
-    "CrashLoopBackOff": Outcome.CRASH_LOOP,
-    "Init:CrashLoopBackOff": Outcome.INIT_CRASH_LOOP,
-    "ImagePullBackOff": Outcome.IMAGE_PULL,
-    "CreateContainerError": Outcome.CREATE_ERROR,
-    "Pending": Outcome.PENDING,
-    "Unschedulable": Outcome.UNSCHEDULABLE,
-    "RanEmulated": Outcome.RAN_EMULATED,
-    "Timeout": Outcome.TIMEOUT,
+    name: Outcome[member] for name, member in _MEMBERS.items() if member in Outcome.__members__
 }
-SYMPTOMS = {
-    "waitingReason": str,  # a container was seen Waiting with this reason
-    "terminatedReason": str,  # a container was seen Terminated with this reason (Error)
-    "restartsAtLeast": int,  # restart count reached this
-    "neverReady": bool,  # no pod of the workload was ever Ready
-    "previousLogContains": str,  # the previous container's log has this text
-    "eventContains": str,  # an event of the namespace has this text
+EXPECTABLE = tuple(name for name in OUTCOME_NAMES if name not in reachable.RESERVED_OUTCOMES)
+
+NAME_PATTERN = r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?"
+NAME_WORDS = "lowercase letters, digits and '-', at most 40 characters"
+NAME = re.compile(f"^{NAME_PATTERN}$")
+PLATFORM_WORDS = ("native", "foreign")
+
+
+def _platform_problem(value: str) -> str | None:
+    if value in PLATFORM_WORDS:
+        return None
+    try:
+        parse_platform(value)
+    except PlatformError as exc:
+        return f"native, foreign or a platform such as linux/arm64 ({exc.cause})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The tables (the schema)
+
+SYMPTOM_FIELDS: dict[str, Node] = {
+    "waitingReason": Text("a container was seen Waiting with this reason (state.waiting only)"),
+    "terminatedReason": Text("a container was seen Terminated with this reason (state and lastState)"),
+    "restartsAtLeast": Integer("a container's restart count reached this (the watch waits for it)", minimum=1),
+    "neverReady": Flag("true: no pod of the workload was ever Ready; false: one was"),
+    "previousLogContains": Text("the log of a container's previous (terminated) instance has this text"),
+    "eventContains": Text("a Kubernetes event of the namespace has this text (not the harness's own notes)"),
+    "exitCode": Integer("a container terminated with this exit code", minimum=0, maximum=255),
+    "probeFailed": Text("the kubelet reported a failure of this probe", choices=reachable.PROBE_TYPES),
 }
-STEPS = {
-    "setImage": str,  # an image name from `images`: becomes the workload's image
-    "rolloutRestart": bool,  # kubectl rollout restart
-    "rollback": bool,  # kubectl rollout undo
+STEP_FIELDS: dict[str, Node] = {
+    "setImage": Text("an image name from `images`: built, loaded and set on the Deployment"),
+    "rolloutRestart": Flag("kubectl rollout restart of the Deployment", only_true=True),
+    "rollback": Flag("kubectl rollout undo of the Deployment", only_true=True),
 }
-PLATFORM_WORDS = {"native", "foreign"}
-PREPARERS = {"", "service"}
-NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+# What each symptom's and step's value is in Python (the names other modules code against).
+SYMPTOMS: dict[str, type] = {name: python_type(node) for name, node in SYMPTOM_FIELDS.items()}
+STEPS: dict[str, type] = {name: python_type(node) for name, node in STEP_FIELDS.items()}
+PLATFORM = Text(
+    "native (the nodes' platform), foreign (amd64 <-> arm64 of the nodes') or a platform such as linux/arm64",
+    pattern=r"native|foreign|[a-z0-9]+(/[a-z0-9_]+){0,2}",
+    expected="native, foreign or a platform such as linux/arm64",
+    verify=_platform_problem,
+)
+PREPARE = Record(
+    {
+        "command": Slot(
+            Seq(
+                Text("an argument; {context}, {root} and {python} are replaced"),
+                "the command (an argument list, no shell), run in the project root; it fills the folder named "
+                "by {context} and $HARNESS_CONTEXT",
+                min_items=1,
+            ),
+            REQUIRED,
+        ),
+        "inputs": Slot(
+            Seq(
+                Text("a file or folder relative to the project root"),
+                "what the command reads: the prepared context is reused while their content is unchanged",
+                min_items=1,
+            ),
+            REQUIRED,
+        ),
+        "timeout": Slot(Number("seconds the command may take"), 600.0),
+    },
+    "a command that fills the build context before the build (a copy of `context` first, if given)",
+)
+IMAGE = Record(
+    {
+        "context": Slot(Text("build context folder, relative to the project root (default: the root)")),
+        "dockerfile": Slot(Text("Dockerfile relative to the project root (default: the context's Dockerfile)")),
+        "platform": Slot(PLATFORM, "native"),
+        "platforms": Slot(Seq(PLATFORM, "several platforms: one multi-platform index of them", min_items=1)),
+        "buildArgs": Slot(
+            Table(
+                Scalar("passed as --build-arg; {python-base} becomes the Python base image for the platform"),
+                "build arguments",
+                key_pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                key_expected="a build argument name",
+            )
+        ),
+        "builder": Slot(Text("the builder", choices=("buildx", "classic")), "buildx"),
+        "prepare": Slot(PREPARE),
+    },
+    "one image, built for its platform(s) and loaded into the nodes",
+    exclusive=(("platform", "platforms"),),
+)
+EXPECTATION = Record(
+    {
+        "outcome": Slot(
+            Text(
+                "what the watch must end in",
+                choices=EXPECTABLE,
+                reserved=reachable.RESERVED_OUTCOMES,
+            ),
+            REQUIRED,
+        ),
+        "symptoms": Slot(
+            Seq(
+                OneKey(SYMPTOM_FIELDS, what="symptom", example="{restartsAtLeast: 2}"),
+                "each one is checked and reported",
+            ),
+            [],
+        ),
+        "timeout": Slot(Number("seconds the watch may take"), 180.0),
+        "deploymentAvailable": Slot(Flag("the Deployment's current revision must be Available"), False),
+    },
+    rules=(Implies("deploymentAvailable", True, "outcome", "Healthy"),),
+)
+WORKLOAD = Record(
+    {
+        "manifests": Slot(
+            Seq(Text("a file relative to the project root"), "applied in order in a fresh namespace", min_items=1),
+            REQUIRED,
+        ),
+        "image": Slot(Text("the image (from `images`) every container gets"), REQUIRED),
+        "deployment": Slot(Text("the Deployment to watch (default: the first one)")),
+        "container": Slot(Text("set the image of this container only")),
+        "initImage": Slot(Text("the image (from `images`) init containers get")),
+        "pullPolicy": Slot(
+            Text(
+                "images are loaded into the nodes, never pulled",
+                choices=("IfNotPresent", "Never"),
+                hint="images are loaded into the nodes, not pulled",
+            ),
+            "IfNotPresent",
+        ),
+        "patch": Slot(Free("merged into each Deployment's spec")),
+    }
+)
+SCENARIO = Record(
+    {
+        "apiVersion": Slot(Text(choices=(API_VERSION,)), REQUIRED),
+        "kind": Slot(Text(choices=("Scenario",)), REQUIRED),
+        "name": Slot(Text("the scenario's name", pattern=NAME_PATTERN, expected=NAME_WORDS), REQUIRED),
+        "title": Slot(Text("one line for humans"), REQUIRED),
+        "incident": Slot(Text("what happened, in prose")),
+        "cluster": Slot(
+            Record(
+                {
+                    "nodeImage": Slot(Text("auto, or a kind node image reference"), "auto"),
+                    "workers": Slot(Integer("worker nodes besides the control plane", minimum=0, maximum=3), 0),
+                }
+            ),
+            {},
+        ),
+        "images": Slot(
+            Table(
+                IMAGE, "images by name", key_pattern=NAME_PATTERN, key_expected=NAME_WORDS, min_items=1, what="image"
+            ),
+            REQUIRED,
+        ),
+        "workload": Slot(WORKLOAD, REQUIRED),
+        "expect": Slot(EXPECTATION, REQUIRED),
+        "fix": Slot(
+            Record(
+                {
+                    "steps": Slot(Seq(OneKey(STEP_FIELDS, what="step"), "run in order", min_items=1), REQUIRED),
+                    "expect": Slot(EXPECTATION, REQUIRED),
+                },
+                "steps in order, then what recovery looks like",
+            )
+        ),
+    },
+    "An incident-harness scenario: images, a workload, the incident it shows, and its fix",
+    extensions=True,
+)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of scenario files, from the tables the loader checks with."""
+    return document_schema(SCENARIO, title="incident-harness scenario", schema_id=SCHEMA_ID)
+
+
+# --------------------------------------------------------------------------------------------
+# What a loaded scenario is
 
 
 class ScenarioError(HarnessError):
@@ -57,13 +256,13 @@ class ScenarioError(HarnessError):
 @dataclass(frozen=True)
 class ImageSpec:
     name: str
-    context: Path
+    context: Path  # the build context (default: the project root); see prepare
     dockerfile: Path | None
     platform: str  # "native", "foreign" or a platform string
     platforms: tuple[str, ...] = ()  # several: one multi-platform index
     build_args: dict[str, str] = field(default_factory=dict)
     builder: str = "buildx"
-    prepare: str = ""  # "service": the context is app/ + docker/uvicorn + wheels (images.stage_service_context)
+    prepare: PrepareStep | None = None  # when set, the build context is the folder it fills
 
 
 @dataclass(frozen=True)
@@ -113,215 +312,212 @@ class Scenario:
     expect: Expected
     fix_steps: tuple[Step, ...]
     fix_expect: Expected | None
+    root: Path = Path(".")  # the project root the paths resolved against
 
 
-class _Reader:
-    """Reads one mapping of a scenario file, naming the file and field in every error."""
+# --------------------------------------------------------------------------------------------
+# Parsing: the tables, then the rules across fields
 
-    def __init__(self, path: Path, data: Any, where: str) -> None:
-        self.path, self.where = path, where
-        if not isinstance(data, dict):
-            self.fail("", f"a mapping, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
 
-    def fail(self, key: str, expected: str) -> None:
-        field_name = f"{self.where}.{key}" if self.where and key else (key or self.where or "(top level)")
-        raise ScenarioError(
-            f"{self.path}: field '{field_name}': expected {expected}",
-            "fix the scenario file (schema: scenarios/README.md)",
+def _existing(root: Path, rel: str, where: str, want: str) -> Path:
+    path = root / rel
+    if not (path.is_dir() if want == "folder" else path.is_file() if want == "file" else path.exists()):
+        raise FieldError(where, f"a {want} relative to the project root {root} ({rel} does not exist)")
+    return path
+
+
+def _image(name: str, raw: dict[str, Any], root: Path, path: Path) -> ImageSpec:
+    where = f"images.{name}"
+    context = _existing(root, raw["context"], f"{where}.context", "folder") if raw["context"] else root
+    dockerfile = _existing(root, raw["dockerfile"], f"{where}.dockerfile", "file") if raw["dockerfile"] else None
+    if dockerfile is None and raw["prepare"] is None and not (context / "Dockerfile").is_file():
+        raise FieldError(f"{where}.dockerfile", f"a Dockerfile relative to the project root ({context} has none)")
+    words = raw["platforms"] or []
+    if len(set(words)) != len(words):
+        raise FieldError(f"{where}.platforms", f"distinct platforms, got {words}")
+    step = None
+    if raw["prepare"] is not None:
+        prep = raw["prepare"]
+        inputs = [
+            _existing(root, rel, f"{where}.prepare.inputs[{i}]", "file or folder")
+            for i, rel in enumerate(prep["inputs"])
+        ]
+        step = PrepareStep(
+            command=tuple(prep["command"]),
+            root=root,
+            inputs=tuple(inputs),
+            base=context if raw["context"] else None,
+            timeout=prep["timeout"],
+            label=f"{path}: {where}.prepare",
         )
-
-    def get(self, key: str, kind: type, default: Any = ..., expected: str = "") -> Any:
-        if key not in self.data:
-            if default is ...:
-                self.fail(key, f"{expected or kind.__name__} (it is required)")
-            return default
-        value = self.data[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            self.fail(key, f"{expected or kind.__name__}, got {value!r}")
-        return value
-
-    def sub(self, key: str, default: Any = ...) -> _Reader:
-        return _Reader(self.path, self.get(key, dict, default), f"{self.where}.{key}" if self.where else key)
-
-    def unknown(self, allowed: set[str]) -> None:
-        extra = sorted(set(self.data) - allowed)
-        if extra:
-            self.fail(extra[0], f"one of {sorted(allowed)} (unknown field)")
-
-
-def _outcome(r: _Reader, key: str) -> Outcome:
-    name = r.get(key, str)
-    if name not in OUTCOME_NAMES:
-        r.fail(key, f"one of {sorted(OUTCOME_NAMES)}, got {name!r}")
-    return OUTCOME_NAMES[name]
-
-
-def _platform_word(r: _Reader, key: str, value: Any) -> str:
-    if not isinstance(value, str):
-        r.fail(key, "native, foreign or a platform such as linux/arm64")
-    if value in PLATFORM_WORDS:
-        return str(value)
-    try:
-        return str(parse_platform(value))
-    except PlatformError as exc:
-        r.fail(key, f"native, foreign or a platform ({exc.cause})")
-    raise AssertionError  # unreachable
-
-
-def _expectation(r: _Reader) -> Expected:
-    r.unknown({"outcome", "symptoms", "timeout", "deploymentAvailable"})
-    symptoms = []
-    for i, item in enumerate(r.get("symptoms", list, [])):
-        sr = _Reader(r.path, item, f"{r.where}.symptoms[{i}]")
-        if len(sr.data) != 1:
-            sr.fail("", f"one of {sorted(SYMPTOMS)} with its value, e.g. {{restartsAtLeast: 2}}")
-        kind = next(iter(sr.data))
-        if kind not in SYMPTOMS:
-            sr.fail(kind, f"one of {sorted(SYMPTOMS)} (unknown symptom)")
-        symptoms.append(Symptom(kind, sr.get(kind, SYMPTOMS[kind])))
-    timeout = r.get("timeout", float, 180.0, "a number of seconds")
-    if timeout <= 0:
-        r.fail("timeout", "a positive number of seconds")
-    return Expected(_outcome(r, "outcome"), tuple(symptoms), timeout, r.get("deploymentAvailable", bool, False))
-
-
-def parse(path: Path, data: Any) -> Scenario:
-    """Validate a loaded scenario document; raise ScenarioError naming the file and field."""
-    root = path.resolve().parent.parent  # scenarios/ sits at the repository root
-    r = _Reader(path, data, "")
-    r.unknown({"apiVersion", "kind", "name", "title", "incident", "cluster", "images", "workload", "expect", "fix"})
-    if r.get("apiVersion", str) != API_VERSION:
-        r.fail("apiVersion", f"{API_VERSION!r}")
-    if r.get("kind", str) != "Scenario":
-        r.fail("kind", "'Scenario'")
-    name = r.get("name", str)
-    if not NAME.match(name):
-        r.fail("name", "lowercase letters, digits and '-', at most 40 characters")
-
-    cluster = r.sub("cluster", {})
-    cluster.unknown({"nodeImage", "workers"})
-    node_image = cluster.get("nodeImage", str, "auto")
-    workers = cluster.get("workers", int, 0)
-    if not 0 <= workers <= 3:
-        cluster.fail("workers", "0 to 3")
-
-    images: dict[str, ImageSpec] = {}
-    images_r = r.sub("images")
-    if not images_r.data:
-        images_r.fail("", "at least one image")
-    for image_name in images_r.data:
-        ir = images_r.sub(image_name)
-        ir.unknown({"context", "dockerfile", "platform", "platforms", "buildArgs", "builder", "prepare"})
-        context = root / ir.get("context", str, ".")
-        if not context.is_dir():
-            ir.fail("context", f"a folder relative to the repository root ({context} does not exist)")
-        dockerfile = ir.get("dockerfile", str, None)
-        if dockerfile is not None and not (root / dockerfile).is_file():
-            ir.fail("dockerfile", f"a file relative to the repository root ({root / dockerfile} does not exist)")
-        platforms = tuple(_platform_word(ir, "platforms", p) for p in ir.get("platforms", list, []))
-        platform = _platform_word(ir, "platform", ir.get("platform", str, "native"))
-        build_args = ir.get("buildArgs", dict, {})
-        if not all(isinstance(k, str) and isinstance(v, str | int | float) for k, v in build_args.items()):
-            ir.fail("buildArgs", "a mapping of names to strings")
-        builder = ir.get("builder", str, "buildx")
-        if builder not in {"buildx", "classic"}:
-            ir.fail("builder", "'buildx' or 'classic'")
-        prepare = ir.get("prepare", str, "")
-        if prepare not in PREPARERS:
-            ir.fail("prepare", f"one of {sorted(PREPARERS)}")
-        images[image_name] = ImageSpec(
-            image_name,
-            context,
-            root / dockerfile if dockerfile else None,
-            platform,
-            platforms,
-            {k: str(v) for k, v in build_args.items()},
-            builder,
-            prepare,
-        )
-
-    wr = r.sub("workload")
-    wr.unknown({"manifests", "image", "deployment", "container", "initImage", "pullPolicy", "patch"})
-    manifests = []
-    for m in wr.get("manifests", list):
-        if not isinstance(m, str) or not (root / m).is_file():
-            wr.fail("manifests", f"files relative to the repository root ({m!r} does not exist)")
-        manifests.append(root / m)
-    image = wr.get("image", str)
-    if image not in images:
-        wr.fail("image", f"one of the images {sorted(images)}")
-    init_image = wr.get("initImage", str, None)
-    if init_image is not None and init_image not in images:
-        wr.fail("initImage", f"one of the images {sorted(images)}")
-    pull_policy = wr.get("pullPolicy", str, "IfNotPresent")
-    if pull_policy not in {"IfNotPresent", "Never"}:
-        wr.fail("pullPolicy", "IfNotPresent or Never (images are loaded into the nodes, not pulled)")
-    workload = WorkloadSpec(
-        tuple(manifests),
-        image,
-        wr.get("deployment", str, None),
-        wr.get("container", str, None),
-        init_image,
-        pull_policy,
-        wr.get("patch", dict, {}),
+    return ImageSpec(
+        name=name,
+        context=context,
+        dockerfile=dockerfile,
+        platform=raw["platform"],
+        platforms=tuple(words),
+        build_args=dict(raw["buildArgs"] or {}),
+        builder=raw["builder"],
+        prepare=step,
     )
 
-    expect = _expectation(r.sub("expect"))
 
+def _templates(manifests: list[Path], names: list[str]) -> list[reachable.PodTemplate]:
+    found = []
+    for i, (manifest, rel) in enumerate(zip(manifests, names, strict=True)):
+        where = f"workload.manifests[{i}]"
+        try:
+            docs = workload.load_manifests([manifest])
+        except HarnessError as exc:
+            raise FieldError(where, f"Kubernetes objects in YAML ({exc.cause})") from exc
+        for doc in docs:
+            try:
+                template = reachable.template_of(doc, rel)
+            except reachable.ShapeError as exc:
+                raise FieldError(where, str(exc)) from exc
+            if template is not None:
+                found.append(template)
+    return found
+
+
+def _expectation(raw: dict[str, Any], where: str, pods: reachable.PodTemplate) -> Expected:
+    name = raw["outcome"]
+    problem = reachable.outcome_problem(name, pods)
+    if problem is not None:
+        accepted = reachable.reachable_outcomes(pods, EXPECTABLE)
+        raise FieldError(f"{where}.outcome", f"one of {accepted} for {pods.where} ({problem}), got {name!r}")
+    if raw["deploymentAvailable"] and pods.kind != "Deployment":
+        raise FieldError(
+            f"{where}.deploymentAvailable", f"false: the watched workload is {pods.where}, not a Deployment"
+        )
+    symptoms = []
+    for i, (kind, value) in enumerate(raw["symptoms"]):
+        problem = reachable.symptom_problem(kind, value, name, pods)
+        if problem is not None:
+            raise FieldError(f"{where}.symptoms[{i}].{kind}", f"a symptom {name} can show for {pods.where} ({problem})")
+        symptoms.append(Symptom(kind, value))
+    return Expected(OUTCOME_NAMES[name], tuple(symptoms), raw["timeout"], raw["deploymentAvailable"])
+
+
+def _parse(path: Path, data: Any, root: Path) -> Scenario:
+    raw = SCENARIO.check(data, "")
+    images = {name: _image(name, spec, root, path) for name, spec in raw["images"].items()}
+    known = f"one of the images {sorted(images)}"
+
+    wr = raw["workload"]
+    manifests = [_existing(root, rel, "workload.manifests", "file") for rel in wr["manifests"]]
+    for key in ("image", "initImage"):
+        if wr[key] is not None and wr[key] not in images:
+            raise FieldError(f"workload.{key}", f"{known}, got {wr[key]!r}")
+    templates = _templates(manifests, wr["manifests"])
+    try:
+        pods = reachable.watched(templates, wr["deployment"])
+    except reachable.ShapeError as exc:
+        raise FieldError("workload.deployment" if wr["deployment"] else "workload.manifests", str(exc)) from exc
+    if wr["container"] is not None and wr["container"] not in pods.containers:
+        raise FieldError("workload.container", f"a container of {pods.where}: one of {list(pods.containers)}")
+    if wr["initImage"] is not None and not (pods.init_containers or pods.sidecars):
+        raise FieldError("workload.initImage", f"no initImage: {pods.where} has no initContainers")
+    if wr["patch"] and not any(t.kind == "Deployment" for t in templates):
+        raise FieldError("workload.patch", "no patch: it is merged into Deployments, and the manifests have none")
+
+    expect = _expectation(raw["expect"], "expect", pods)
     steps: list[Step] = []
     fix_expect = None
-    if "fix" in r.data:
-        fr = r.sub("fix")
-        fr.unknown({"steps", "expect"})
-        for i, item in enumerate(fr.get("steps", list)):
-            sr = _Reader(path, item, f"fix.steps[{i}]")
-            if len(sr.data) != 1:
-                sr.fail("", f"one of {sorted(STEPS)} with its value")
-            kind, value = next(iter(sr.data.items()))
-            if kind not in STEPS:
-                sr.fail(kind, f"one of {sorted(STEPS)} (unknown step)")
-            value = sr.get(kind, STEPS[kind])
+    if raw["fix"] is not None:
+        for i, (kind, value) in enumerate(raw["fix"]["steps"]):
+            if pods.kind != "Deployment":
+                raise FieldError(
+                    f"fix.steps[{i}].{kind}",
+                    f"no {kind} step: it acts on a Deployment, and the watched workload is {pods.where}",
+                )
             if kind == "setImage" and value not in images:
-                sr.fail(kind, f"one of the images {sorted(images)}")
+                raise FieldError(f"fix.steps[{i}].{kind}", f"{known}, got {value!r}")
             steps.append(Step(kind, value))
-        fix_expect = _expectation(fr.sub("expect"))
+        fix_expect = _expectation(raw["fix"]["expect"], "fix.expect", pods)
 
+    cluster = raw["cluster"] or {"nodeImage": "auto", "workers": 0}
     return Scenario(
         path=path,
-        name=name,
-        title=r.get("title", str),
-        incident=r.get("incident", str, ""),
-        node_image=None if node_image == "auto" else node_image,
-        workers=workers,
+        name=raw["name"],
+        title=raw["title"],
+        incident=raw["incident"] or "",
+        node_image=None if cluster.get("nodeImage", "auto") == "auto" else cluster["nodeImage"],
+        workers=cluster.get("workers", 0),
         images=images,
-        workload=workload,
+        workload=WorkloadSpec(
+            tuple(manifests),
+            wr["image"],
+            wr["deployment"],
+            wr["container"],
+            wr["initImage"],
+            wr["pullPolicy"],
+            wr["patch"] or {},
+        ),
         expect=expect,
         fix_steps=tuple(steps),
         fix_expect=fix_expect,
+        root=root,
     )
 
 
-def load(path: Path | str) -> Scenario:
-    """Load and validate one scenario file."""
-    p = Path(path)
-    if not p.is_file():
-        candidate = SCENARIO_DIR / f"{p}.yaml"
+def parse(path: Path, data: Any, root: Path) -> Scenario:
+    """Validate a loaded scenario document against the tables and the rules across fields.
+
+    Paths resolve against root (the project root). Raises ScenarioError: one line naming the
+    file, the field and what would be accepted.
+    """
+    try:
+        return _parse(path, data, root)
+    except FieldError as exc:
+        raise ScenarioError(f"{path}: {exc}", REMEDY) from exc
+
+
+def find(name: Path | str, project: Project) -> Path:
+    """The scenario file for a path (as given, or under the project root) or a name in the scenarios folder."""
+    given = Path(name)
+    candidates = [given]
+    if not given.is_absolute():
+        candidates.append(project.root / given)
+        if len(given.parts) == 1:
+            candidates.append(project.scenarios_dir / (given.name if given.suffix else f"{given.name}.yaml"))
+    for candidate in candidates:
         if candidate.is_file():
-            p = candidate
-        else:
-            raise ScenarioError(
-                f"no scenario file {p}", f"list them with 'python -m harness list' (they live in {SCENARIO_DIR.name}/)"
-            )
+            return candidate
+    raise ScenarioError(
+        f"no scenario file {given} (looked for {', '.join(str(c) for c in candidates[1:]) or 'it as given'})",
+        f"list them with 'python -m harness list' (the scenarios of project {project.root} "
+        f"live in {project.scenarios_dir})",
+    )
+
+
+def load(path: Path | str, project: Project | None = None) -> Scenario:
+    """Load and validate one scenario file (or a name in the project's scenarios folder).
+
+    project: whose root the file's paths resolve against. Default: the --root override if one is
+    set, else the opted-in project ([tool.incident-harness]) the file lies in, else the current
+    directory's project (find_project()). Nothing is built or deployed here.
+    """
+    if project is None:
+        here = find_project()
+        p = find(path, here)
+        owner = find_project(start=p.resolve().parent)
+        project = owner if owner.configured else here
+    else:
+        p = find(path, project)
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{p}: not valid YAML: {exc}", "fix the file's syntax") from exc
-    return parse(p, data)
+        raise ScenarioError(f"{p}: not valid YAML: {' '.join(str(exc).split())}", "fix the file's syntax") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{p}: cannot be read ({exc})", "fix its permissions or encoding") from exc
+    return parse(p, data, project.root)
 
 
-def discover(directory: Path = SCENARIO_DIR) -> list[Path]:
-    """Every scenario file, sorted (README and files starting with '_' are skipped)."""
-    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
+def discover(directory: Path | None = None) -> list[Path]:
+    """Every scenario file of a folder (default: the current project's), sorted.
+
+    README and files starting with '_' are skipped; a folder that does not exist has none.
+    """
+    folder = directory if directory is not None else find_project().scenarios_dir
+    return sorted(p for p in folder.glob("*.yaml") if not p.name.startswith("_")) if folder.is_dir() else []
