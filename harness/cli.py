@@ -180,6 +180,14 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from harness import inspect
+
+    return inspect.run_command(
+        args.image, as_json=args.json, require_platform=args.require_platform, manifest=args.manifest
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Reproduce Kubernetes incidents on kind.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this cluster and its node containers, no images (repeatable)",
     )
     gcp.set_defaults(func=_cmd_gc)
+
+    ins = sub.add_parser("inspect", help="read images' entrypoints byte for byte; predict exec; CI gate")
+    ins.add_argument("image", nargs="*", help="local image, OCI layout directory, OCI or docker-save tarball")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.add_argument(
+        "--require-platform", metavar="PLATFORM", help="exit 1 unless every entrypoint runs natively there"
+    )
+    ins.add_argument("--manifest", metavar="FILE", help="check the containers of this Kubernetes manifest")
+    ins.set_defaults(func=_cmd_inspect)
     return parser
 
 
