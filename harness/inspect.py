@@ -155,16 +155,37 @@ class Process:
 # Reading the facts
 
 
-def inspect(target: str, process: Process | None = None, container: str | None = None) -> list[ImageFacts]:
+def inspect(
+    target: str,
+    process: Process | None = None,
+    container: str | None = None,
+    *,
+    cache: layers.LayerCache | None = None,
+) -> list[ImageFacts]:
     """The facts of every image target names (an OCI layout, an archive or a local image)."""
+    return inspect_for(target, [(process, container)], cache=cache)
+
+
+def inspect_for(
+    target: str,
+    uses: Sequence[tuple[Process | None, str | None]],
+    *,
+    cache: layers.LayerCache | None = None,
+) -> list[ImageFacts]:
+    """inspect() once per (process, container) use of the same target, reading its layers once."""
     started = time.monotonic()
-    results = []
-    with layers.open_images(target) as images:
+    results: list[ImageFacts] = []
+    with layers.open_images(target, cache) as images:
         for image in images:
-            manifests = tuple(_manifest_facts(image, m, process or Process()) for m in image.manifests)
-            results.append(
-                ImageFacts(image.name, image.origin, image.is_index, image.index_digest, manifests, container)
-            )
+            filesystems: dict[int, layers.RootFS] = {}
+            for process, container in uses:
+                manifests = tuple(
+                    _manifest_facts(image, m, process or Process(), filesystems, position, cache)
+                    for position, m in enumerate(image.manifests)
+                )
+                results.append(
+                    ImageFacts(image.name, image.origin, image.is_index, image.index_digest, manifests, container)
+                )
     elapsed = time.monotonic() - started
     return [replace(r, seconds=elapsed) for r in results]
 
@@ -183,7 +204,14 @@ def _known_platform(fields: Mapping[str, Any]) -> Platform | None:
         return None
 
 
-def _manifest_facts(image: layers.Image, manifest: layers.Manifest, process: Process) -> ManifestFacts:
+def _manifest_facts(
+    image: layers.Image,
+    manifest: layers.Manifest,
+    process: Process,
+    filesystems: dict[int, layers.RootFS],
+    position: int,
+    cache: layers.LayerCache | None,
+) -> ManifestFacts:
     descriptor = _platform_text(manifest.descriptor_platform) if manifest.descriptor_platform else None
     attestation = manifest.annotations.get("vnd.docker.reference.type") == ATTESTATION_TYPE or (
         descriptor == "unknown/unknown"
@@ -196,7 +224,9 @@ def _manifest_facts(image: layers.Image, manifest: layers.Manifest, process: Pro
     if manifest.problem:
         return replace(base, problem=manifest.problem)
     where = image.name + (f" ({label} entry)" if image.is_index else "")
-    fs = layers.read_rootfs(manifest.layers, where)
+    if position not in filesystems:
+        filesystems[position] = layers.read_rootfs(manifest.layers, where, cache)
+    fs = filesystems[position]
     entrypoint = resolve_entrypoint(fs, manifest.config.get("config") or {}, process)
     agreement, detail = _agreement(platform, label, descriptor, entrypoint)
     return replace(base, entrypoint=entrypoint, agreement=agreement, agreement_detail=detail)
@@ -992,11 +1022,14 @@ def run_command(
             if not images:
                 raise InspectError("no image given", "name images, OCI layouts or archives, or pass --manifest FILE")
             targets = [Target(i) for i in images]
-        all_facts: list[ImageFacts] = []
+        cache = layers.LayerCache.default()
+        uses: dict[str, list[tuple[Process | None, str | None]]] = {}
         for target in targets:
             c = target.container
-            label = f"{c.workload}/{c.name}" if c else None
-            all_facts += inspect(target.image, c.process if c else None, label)
+            uses.setdefault(target.image, []).append((c.process, f"{c.workload}/{c.name}") if c else (None, None))
+        all_facts: list[ImageFacts] = []
+        for image, image_uses in uses.items():
+            all_facts += inspect_for(image, image_uses, cache=cache)
     except (layers.ImageError, InspectError, PlatformError) as exc:
         print(f"error: {exc}", file=err)
         return 2

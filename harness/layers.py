@@ -26,10 +26,12 @@ Sources, decided by what the argument is:
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
+import os
 import posixpath
 import tarfile
 import tempfile
@@ -37,7 +39,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -92,6 +94,7 @@ class Layer:
     media_type: str
     digest: str | None  # "sha256:<hex>" of the stored bytes; None when nothing says
     opener: Opener = field(repr=False, compare=False)
+    diff_id: str | None = None  # "sha256:<hex>" of the uncompressed tar (the config's rootfs.diff_ids)
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,8 @@ def _image_from_manifest(blobs: _Blobs, descriptor: Mapping[str, Any]) -> Manife
         return missing(f"config {config_digest or '(none)'} of manifest {digest}")
     config = _json(raw_config, f"config {config_digest} in {blobs.where}")
     layers = []
-    for entry in manifest.get("layers") or []:
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or []) if isinstance(config, Mapping) else []
+    for position, entry in enumerate(manifest.get("layers") or []):
         layer_digest = str(entry.get("digest", ""))
         opener = blobs.opener(layer_digest)
         if opener is None:
@@ -182,7 +186,8 @@ def _image_from_manifest(blobs: _Blobs, descriptor: Mapping[str, Any]) -> Manife
                 (),
                 f"layer {layer_digest} of manifest {digest} is not in {blobs.where}",
             )
-        layers.append(Layer(layer_digest, str(entry.get("mediaType", "")), layer_digest, opener))
+        diff_id = str(diff_ids[position]) if position < len(diff_ids) else None
+        layers.append(Layer(layer_digest, str(entry.get("mediaType", "")), layer_digest, opener, diff_id))
     return Manifest(
         digest, media or str(manifest.get("mediaType", "")), platform_fields, annotations, config, tuple(layers)
     )
@@ -261,6 +266,7 @@ def _docker_archive_images(archive: tarfile.TarFile, members: Mapping[str, tarfi
                     "application/vnd.docker.image.rootfs.diff.tar",
                     expected,
                     _member_opener(archive, member),
+                    expected,
                 )
             )
         tags = entry.get("RepoTags") or []
@@ -366,15 +372,59 @@ def looks_like_registry_reference(ref: str) -> bool:
     return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
-def engine_image_id(ref: str) -> str | None:
-    """The ID of ref in the local engine, None when the engine has no such image."""
-    result = run([docker_binary(), "image", "inspect", "--format", "{{.Id}}", ref], check=False, timeout=60)
-    return result.stdout.strip() if result.returncode == 0 else None
+def engine_inspect(ref: str) -> dict[str, Any] | None:
+    """`docker image inspect ref` (one object), None when the engine has no such image."""
+    result = run([docker_binary(), "image", "inspect", ref], check=False, timeout=60)
+    if result.returncode != 0:
+        return None
+    found = json.loads(result.stdout)
+    return dict(found[0]) if isinstance(found, list) and found else None
+
+
+def _config_from_engine(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an image config inspect reads, from `docker image inspect` output."""
+    config: dict[str, Any] = {"os": info.get("Os", ""), "architecture": info.get("Architecture", "")}
+    if info.get("Variant"):
+        config["variant"] = info["Variant"]
+    config["config"] = dict(info.get("Config") or {})
+    config["rootfs"] = {"type": "layers", "diff_ids": list((info.get("RootFS") or {}).get("Layers") or [])}
+    return config
+
+
+def _not_saved(name: str) -> Opener:
+    @contextmanager
+    def opener() -> Iterator[IO[bytes]]:
+        if name:  # always: a layer taken from the cache is never opened
+            raise ImageUnreadable(f"layer {name} is neither cached nor saved", "run inspect again")
+        yield io.BytesIO()
+
+    return opener
+
+
+def _from_cache(target: str, info: Mapping[str, Any], cache: LayerCache | None) -> list[Image] | None:
+    """The image from its engine config and cached layer indexes, when every layer is cached.
+
+    Only for a single-manifest image: with the containerd image store an engine image may be an
+    index (inspect then shows a Descriptor of an index type), which only `docker save` shows whole.
+    """
+    descriptor = info.get("Descriptor") or {}
+    if cache is None or descriptor.get("mediaType") in INDEX_TYPES:
+        return None
+    config = _config_from_engine(info)
+    diff_ids = config["rootfs"]["diff_ids"]
+    if not diff_ids or not all(cache.has(str(d)) for d in diff_ids):
+        return None
+    found = [Layer(str(d), "", None, _not_saved(str(d)), str(d)) for d in diff_ids]
+    manifest = Manifest(None, "engine", None, {"image.id": str(info.get("Id", ""))}, config, tuple(found))
+    return [Image(target, "local engine, cached layer indexes", None, False, (manifest,))]
 
 
 @contextmanager
-def open_images(target: str) -> Iterator[list[Image]]:
-    """The images target names (see the module docstring); their layers are readable inside the block."""
+def open_images(target: str, cache: LayerCache | None = None) -> Iterator[list[Image]]:
+    """The images target names (see the module docstring); their layers are readable inside the block.
+
+    With a cache, a local image whose layers were all indexed before is not saved again.
+    """
     if target.startswith(("docker://", "oci://", "registry://")):
         raise RegistryNotSupported(
             f"{target}: reading images from a registry is not supported yet",
@@ -394,7 +444,8 @@ def open_images(target: str) -> Iterator[list[Image]]:
             return
         if target.startswith(("/", "./", "../")) or target.endswith((".tar", ".tar.gz", ".tgz")):
             raise ImageNotFound(f"{target}: no such file or directory", "pass an existing OCI layout or archive path")
-        if engine_image_id(target) is None:
+        info = engine_inspect(target)
+        if info is None:
             if looks_like_registry_reference(target):
                 raise RegistryNotSupported(
                     f"image {target} is not in the local engine, and reading it from its registry is not supported yet",
@@ -404,6 +455,10 @@ def open_images(target: str) -> Iterator[list[Image]]:
                 f"image {target} is not in the local engine (docker image ls) and is not a file",
                 "build or load it first, or pass the path of an OCI layout or `docker save` archive",
             )
+        cached = _from_cache(target, info, cache)
+        if cached is not None:
+            yield cached
+            return
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-inspect-")))
         archive = tmp / "image.tar"
         run(
@@ -588,32 +643,146 @@ def _decompressor(stream: Any, layer: Layer, image: str) -> IO[bytes]:
     return cast(IO[bytes], stream)
 
 
-def read_rootfs(layers: Sequence[Layer], image: str) -> RootFS:
+@dataclass(frozen=True)
+class LayerIndex:
+    """What one layer holds, as the root file system needs it: entries (with heads) and whiteouts."""
+
+    diff_id: str  # sha256 of the uncompressed tar
+    entries: tuple[tuple[str, FileEntry], ...]
+    whiteouts: tuple[str, ...]
+    opaque: tuple[str, ...]
+
+
+INDEX_FORMAT = 1
+
+
+class LayerCache:
+    """Layer indexes kept on disk by diff_id (content-addressed: a layer's bytes never change).
+
+    The directory name carries the index format and a hash of this module's source, so a change
+    in how layers are read never meets an index written by older code.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def default(cls) -> LayerCache:
+        from harness.tools import cache_dir
+
+        source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+        return cls(cache_dir() / "inspect" / f"layers-v{INDEX_FORMAT}-{source}")
+
+    def _path(self, diff_id: str) -> Path:
+        algorithm, _, hexdigest = diff_id.partition(":")
+        return self.root / f"{algorithm}-{hexdigest}.json"
+
+    def has(self, diff_id: str) -> bool:
+        return self._path(diff_id).is_file()
+
+    def get(self, diff_id: str) -> LayerIndex | None:
+        try:
+            data = json.loads(self._path(diff_id).read_bytes())
+            if data.get("format") != INDEX_FORMAT or data.get("diff_id") != diff_id:
+                return None
+            entries = tuple(
+                (
+                    path,
+                    FileEntry(
+                        kind, mode, uid, gid, size, linkname, base64.b64decode(head) if head is not None else None, -1
+                    ),
+                )
+                for path, kind, mode, uid, gid, size, linkname, head in data["entries"]
+            )
+            return LayerIndex(diff_id, entries, tuple(data["whiteouts"]), tuple(data["opaque"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # absent or unreadable: read the layer again
+
+    def put(self, index: LayerIndex) -> None:
+        entries = [
+            [
+                p,
+                e.kind,
+                e.mode,
+                e.uid,
+                e.gid,
+                e.size,
+                e.linkname,
+                base64.b64encode(e.head).decode() if e.head is not None else None,
+            ]
+            for p, e in index.entries
+        ]
+        data = {
+            "format": INDEX_FORMAT,
+            "diff_id": index.diff_id,
+            "entries": entries,
+            "whiteouts": list(index.whiteouts),
+            "opaque": list(index.opaque),
+        }
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".index-")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(data, handle, separators=(",", ":"))
+            os.replace(tmp, self._path(index.diff_id))
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+
+def read_rootfs(layers: Sequence[Layer], image: str, cache: LayerCache | None = None) -> RootFS:
     """Read every layer, bottom to top, into one RootFS; ImageUnreadable names a bad layer."""
     fs = RootFS()
-    for index, layer in enumerate(layers):
-        try:
-            _read_layer(fs, index, layer, image)
-        except ImageUnreadable:
-            raise
-        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
-            raise ImageUnreadable(
-                f"layer {layer.name} of {image} cannot be read: {exc or type(exc).__name__} (truncated or corrupt)",
-                "rebuild or save the image again",
-            ) from exc
+    for position, layer in enumerate(layers):
+        index = cache.get(layer.diff_id) if cache is not None and layer.diff_id else None
+        if index is None:
+            index = index_layer(layer, image)
+            if cache is not None:
+                cache.put(index)
+        fs._apply_layer(
+            position,
+            [(path, replace(entry, layer=position)) for path, entry in index.entries],
+            list(index.whiteouts),
+            list(index.opaque),
+        )
     return fs
 
 
-def _read_layer(fs: RootFS, index: int, layer: Layer, image: str) -> None:
+def index_layer(layer: Layer, image: str) -> LayerIndex:
+    """Read one layer's tar stream (checking its digests); ImageUnreadable when it is bad."""
+    try:
+        return _index_layer(layer, image)
+    except ImageUnreadable:
+        raise
+    except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
+        raise ImageUnreadable(
+            f"layer {layer.name} of {image} cannot be read: {exc or type(exc).__name__} (truncated or corrupt)",
+            "rebuild or save the image again",
+        ) from exc
+
+
+def _check(layer: Layer, image: str, what: str, expected: str | None, hashing: _Hashing) -> None:
+    if not expected or not expected.startswith("sha256:"):
+        return
+    actual = "sha256:" + hashing.digest.hexdigest()
+    if actual != expected:
+        raise ImageUnreadable(
+            f"layer {layer.name} of {image}: {hashing.count} bytes {what} with digest {actual[:19]}…, "
+            f"not {expected[:19]}…: truncated or corrupt",
+            "rebuild or save the image again",
+        )
+
+
+def _index_layer(layer: Layer, image: str) -> LayerIndex:
     entries: list[tuple[str, FileEntry]] = []
     whiteouts: list[str] = []
     opaque: list[str] = []
     seen: dict[str, FileEntry] = {}
     with layer.opener() as raw:
-        hashing = _Hashing(raw)
-        buffered = io.BufferedReader(hashing, buffer_size=1 << 16)
+        stored = _Hashing(raw)
+        buffered = io.BufferedReader(stored, buffer_size=1 << 16)
         stream = _decompressor(buffered, layer, image)
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        plain = _Hashing(stream)
+        with tarfile.open(fileobj=plain, mode="r|") as tar:
             for member in tar:
                 path = _clean(member.name).rstrip("/")
                 directory, base = posixpath.split(path)
@@ -623,25 +792,21 @@ def _read_layer(fs: RootFS, index: int, layer: Layer, image: str) -> None:
                 if base.startswith(WHITEOUT_PREFIX):
                     whiteouts.append(posixpath.join(directory, base[len(WHITEOUT_PREFIX) :]))
                     continue
-                entry = _entry(tar, member, path, index, seen, fs)
+                entry = _entry(tar, member, path, seen)
                 seen[path] = entry
                 entries.append((path, entry))
-        while buffered.read(1 << 20):  # the rest (tar padding, gzip trailer) belongs to the digest
+        while plain.read(1 << 20):  # the rest (tar padding) belongs to the diff_id
             pass
-    if layer.digest and layer.digest.startswith("sha256:"):
-        actual = "sha256:" + hashing.digest.hexdigest()
-        if actual != layer.digest:
-            raise ImageUnreadable(
-                f"layer {layer.name} of {image} is {hashing.count} bytes with digest {actual[:19]}…, "
-                f"not {layer.digest[:19]}…: truncated or corrupt",
-                "rebuild or save the image again",
-            )
-    fs._apply_layer(index, entries, whiteouts, opaque)
+        while buffered.read(1 << 20):  # and what the decompressor left (a gzip trailer) to the digest
+            pass
+    _check(layer, image, "stored", layer.digest, stored)
+    _check(layer, image, "uncompressed", layer.diff_id, plain)
+    diff_id = "sha256:" + plain.digest.hexdigest()
+    return LayerIndex(diff_id, tuple(entries), tuple(whiteouts), tuple(opaque))
 
 
-def _entry(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, index: int, seen: Mapping[str, FileEntry], fs: RootFS
-) -> FileEntry:
+def _entry(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, seen: Mapping[str, FileEntry]) -> FileEntry:
+    index = -1  # set when the layer is applied
     mode, uid, gid = member.mode & 0o7777, member.uid, member.gid
     if member.isdir():
         return FileEntry("dir", mode, uid, gid, 0, "", None, index)
@@ -649,7 +814,7 @@ def _entry(
         return FileEntry("symlink", mode, uid, gid, 0, member.linkname, None, index)
     if member.islnk():
         target = _clean(member.linkname).rstrip("/")
-        source = seen.get(target) or fs.lookup(target)
+        source = seen.get(target)  # hard links point into their own layer
         head = source.head if source is not None else None
         size = source.size if source is not None else 0
         return FileEntry("file", mode, uid, gid, size, "", head, index)

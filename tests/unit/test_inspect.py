@@ -568,7 +568,7 @@ def test_unreadable_archive(tmp_path: Path) -> None:
 
 
 def test_missing_image_and_registry_references(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(layers, "engine_image_id", lambda ref: None)
+    monkeypatch.setattr(layers, "engine_inspect", lambda ref: None)
     with pytest.raises(layers.ImageNotFound, match=r"image orders-api:nope is not in the local engine"):
         inspect.inspect("orders-api:nope")
     with pytest.raises(layers.RegistryNotSupported, match="not supported yet"):
@@ -580,7 +580,7 @@ def test_missing_image_and_registry_references(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_bad_input_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(layers, "engine_image_id", lambda ref: None)
+    monkeypatch.setattr(layers, "engine_inspect", lambda ref: None)
     assert main(["inspect", "orders-api:nope"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "error: image orders-api:nope is not in the local engine (docker image ls) and is not a file"
