@@ -861,8 +861,9 @@ def pair_targets(
 ) -> tuple[list[Target], list[str]]:
     """Match each container of a manifest with an image from the command line.
 
-    A container takes the image argument equal to its (substituted) image, else the one argument
-    of the same repository (tag ignored: ${GIT_SHA} unset or a local tag). With no image
+    A container takes the image argument equal to its (substituted) image; when a placeholder
+    is left unset (${GIT_SHA} not in the environment), the one argument of the same repository
+    (tag ignored). With no image
     arguments, each container's own image is inspected. Returned problems: a container no
     argument matches, an argument no container uses.
     """
@@ -875,7 +876,8 @@ def pair_targets(
             targets.append(Target(container.image, container))
             continue
         exact = [i for i in images if i == container.image]
-        same_repo = [i for i in images if repository(i) == repository(container.image)]
+        unresolved = "$" in container.image  # a placeholder not set here: the tag is not known
+        same_repo = [i for i in images if unresolved and repository(i) == repository(container.image)]
         choice = exact or same_repo
         if len(choice) == 1 or exact:
             targets.append(Target(choice[0], container))
@@ -884,6 +886,7 @@ def pair_targets(
             problems.append(f"{label}: image {container.image} matches several arguments: {', '.join(same_repo)}")
         else:
             problems.append(f"{label}: image {container.image} is none of the images given, so it was not checked")
+            continue
     for image in images:
         if image not in used:
             problems.append(

@@ -701,7 +701,9 @@ def test_manifest_containers_and_pairing(tmp_path: Path) -> None:
     unset = inspect.manifest_containers(path, {})
     assert unset[1].image == "registry.example.com/orders-api:${GIT_SHA}"
     targets, _ = inspect.pair_targets(["registry.example.com/orders-api:local"], unset, path)
-    assert len(targets) == 2, "same repository, tag ignored"
+    assert len(targets) == 2, "same repository, tag ignored while ${GIT_SHA} is unset"
+    _, problems = inspect.pair_targets(["registry.example.com/orders-api:other"], containers, path)
+    assert problems[0].startswith("Deployment/orders-api init container migrate: image registry.example.com/orders-api:abc123 is none")
 
 
 def test_gate_with_manifest_checks_every_container(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -780,3 +782,29 @@ def test_real_busybox_mislabeled(tmp_path: Path, busybox: dict[str, bytes]) -> N
     assert m.agreement == "disagree" and "is an ELF for amd64" in m.agreement_detail
     assert verdict(target, ARM64).outcome is Expected.EXEC_FORMAT_ERROR
     assert verdict(target, AMD64).outcome is Expected.RUNS
+
+
+# ---------------------------------------------------------------------------------------------
+# The service's CI uses the gate
+
+
+def test_service_ci_runs_the_gate_after_the_build_and_before_the_push() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((Path(__file__).parents[2] / ".github" / "workflows" / "ci.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    steps = job["steps"]
+
+    def position(predicate: Any) -> int:
+        (found,) = [i for i, s in enumerate(steps) if predicate(s)]
+        return found
+
+    build = position(lambda s: "build-push-action" in str(s.get("uses", "")))
+    gate = position(lambda s: "harness inspect" in str(s.get("run", "")))
+    push = position(lambda s: "docker push" in str(s.get("run", "")))
+    assert build < gate < push
+    run = " ".join(steps[gate]["run"].replace("\\\n", " ").split())
+    assert run == 'python -m harness inspect --require-platform "$PLATFORM" --manifest k8s/deployment.yaml "$IMAGE:$GITHUB_SHA"'
+    assert steps[gate]["env"] == {"GIT_SHA": "${{ github.sha }}"}, "renders the manifest's ${GIT_SHA}"
+    assert workflow["env"]["PLATFORM"] == "linux/amd64"
+    assert "if" not in steps[gate], "the gate runs for pull requests too"
