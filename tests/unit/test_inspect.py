@@ -703,7 +703,9 @@ def test_manifest_containers_and_pairing(tmp_path: Path) -> None:
     targets, _ = inspect.pair_targets(["registry.example.com/orders-api:local"], unset, path)
     assert len(targets) == 2, "same repository, tag ignored while ${GIT_SHA} is unset"
     _, problems = inspect.pair_targets(["registry.example.com/orders-api:other"], containers, path)
-    assert problems[0].startswith("Deployment/orders-api init container migrate: image registry.example.com/orders-api:abc123 is none")
+    assert problems[0].startswith(
+        "Deployment/orders-api init container migrate: image registry.example.com/orders-api:abc123 is none"
+    )
 
 
 def test_gate_with_manifest_checks_every_container(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -804,7 +806,10 @@ def test_service_ci_runs_the_gate_after_the_build_and_before_the_push() -> None:
     push = position(lambda s: "docker push" in str(s.get("run", "")))
     assert build < gate < push
     run = " ".join(steps[gate]["run"].replace("\\\n", " ").split())
-    assert run == 'python -m harness inspect --require-platform "$PLATFORM" --manifest k8s/deployment.yaml "$IMAGE:$GITHUB_SHA"'
+    assert (
+        run
+        == 'python -m harness inspect --require-platform "$PLATFORM" --manifest k8s/deployment.yaml "$IMAGE:$GITHUB_SHA"'
+    )
     assert steps[gate]["env"] == {"GIT_SHA": "${{ github.sha }}"}, "renders the manifest's ${GIT_SHA}"
     assert workflow["env"]["PLATFORM"] == "linux/amd64"
     assert "if" not in steps[gate], "the gate runs for pull requests too"
