@@ -744,7 +744,7 @@ def _failure(
             return (
                 Expected.EXEC_FORMAT_ERROR,
                 f"{hop.resolved} is an ELF for {info.architecture} ({info.machine_name}){mislabeled}, "
-                f"the node is {node} and no emulator is registered for it",
+                f"the node is {node}{' and nothing emulates it there' if emulation.mounted else ', with no emulation'}",
             )
         if expectation is Expectation.INTERPRETER_MISSING:
             handler = emulation.handler_for(Platform("linux", info.architecture))
@@ -897,7 +897,8 @@ def pair_targets(
 
 def gate_problems(all_facts: Iterable[ImageFacts], required: Platform) -> list[str]:
     """One line per problem that stops a release for nodes of platform `required` (no emulation):
-    the entry a node would run does not run natively there, or any entry's bytes contradict its label."""
+    the entry a node would run does not run natively there (an entry that cannot be read is
+    unknown, which fails too), or any entry's bytes contradict its label."""
     problems = []
     for facts in all_facts:
         name = facts.name + (f" (container {facts.container})" if facts.container else "")
@@ -908,8 +909,6 @@ def gate_problems(all_facts: Iterable[ImageFacts], required: Platform) -> list[s
         for m in facts.runnable:
             if m.agreement == "disagree":
                 problems.append(f"{name} [{m.label}]: label and bytes disagree: {m.agreement_detail}")
-            elif m.problem:
-                problems.append(f"{name} [{m.label}]: not checked: {m.problem}")
     return problems
 
 

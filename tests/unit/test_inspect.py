@@ -9,6 +9,7 @@ cannot be reached).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -813,3 +814,61 @@ def test_service_ci_runs_the_gate_after_the_build_and_before_the_push() -> None:
     assert steps[gate]["env"] == {"GIT_SHA": "${{ github.sha }}"}, "renders the manifest's ${GIT_SHA}"
     assert workflow["env"]["PLATFORM"] == "linux/amd64"
     assert "if" not in steps[gate], "the gate runs for pull requests too"
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer indexes cached by diff_id: a local image read once is not saved again
+
+
+def test_layer_cache_serves_a_local_image_without_docker_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = dynamic_rootfs("amd64", [F("usr/bin/.wh.gone", b"", 0o644), F("srv/.wh..wh..opq", b"", 0o644)])
+    layer = layer_tar(entries)
+    config = image_config("arm64", entrypoint=["/usr/bin/app"], user="10001")
+    layout = oci_layout(tmp_path / "img", [Spec(config, [layer], compression="gzip")], index=False)
+    cache = layers.LayerCache(tmp_path / "cache")
+    (cold,) = inspect.inspect(str(layout), cache=cache)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    assert cache.has(diff_id), "indexed under the uncompressed digest, whatever the compression"
+    cached = cache.get(diff_id)
+    assert cached is not None and cached.whiteouts == ("usr/bin/gone",) and cached.opaque == ("srv",)
+
+    engine = {
+        "Id": "sha256:" + "1" * 64,
+        "Os": "linux",
+        "Architecture": "arm64",
+        "Config": config["config"],
+        "RootFS": {"Type": "layers", "Layers": [diff_id]},
+    }
+    monkeypatch.setattr(layers, "engine_inspect", lambda ref: engine)
+
+    def no_save(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("docker save must not run when every layer is cached")
+
+    monkeypatch.setattr(layers, "run", no_save)
+    (warm,) = inspect.inspect("example/app:v1", cache=cache)
+    assert warm.origin == "local engine, cached layer indexes"
+    assert warm.manifests[0].entrypoint == cold.manifests[0].entrypoint
+    assert warm.manifests[0].agreement == cold.manifests[0].agreement == "disagree"
+
+
+def test_layer_cache_ignores_a_damaged_index(tmp_path: Path) -> None:
+    cache = layers.LayerCache(tmp_path)
+    digest = "sha256:" + "a" * 64
+    (tmp_path / f"sha256-{'a' * 64}.json").write_text("{not json")
+    assert cache.get(digest) is None
+
+
+def test_uncompressed_digest_mismatch_is_named(tmp_path: Path) -> None:
+    layer = layer_tar([F("app", elf_header("amd64"))])
+    spec = Spec(image_config("amd64", cmd=["/app"]), [layer], compression="gzip")
+    dest = oci_layout(tmp_path / "t", [spec], index=False)
+    (config_blob,) = [
+        p
+        for p in (dest / "blobs" / "sha256").iterdir()
+        if b'"diff_ids"' in p.read_bytes()[:4096] and p.stat().st_size < 4096
+    ]
+    data = json.loads(config_blob.read_bytes())
+    data["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    config_blob.write_bytes(json.dumps(data).encode())  # the layout now lies about the layer (its own digest aside)
+    with pytest.raises(layers.ImageUnreadable, match="uncompressed with digest"):
+        inspect.inspect(str(dest))
