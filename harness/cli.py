@@ -183,9 +183,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from harness import inspect
 
-    return inspect.run_command(
-        args.image, as_json=args.json, require_platform=args.require_platform, manifest=args.manifest
-    )
+    return inspect.command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,13 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gcp.set_defaults(func=_cmd_gc)
 
-    ins = sub.add_parser("inspect", help="read images' entrypoints byte for byte; predict exec; CI gate")
-    ins.add_argument("image", nargs="*", help="local image, OCI layout directory, OCI or docker-save tarball")
-    ins.add_argument("--json", action="store_true", help="machine-readable output")
-    ins.add_argument(
-        "--require-platform", metavar="PLATFORM", help="exit 1 unless every entrypoint runs natively there"
-    )
-    ins.add_argument("--manifest", metavar="FILE", help="check the containers of this Kubernetes manifest")
+    from harness import inspect
+
+    ins = sub.add_parser("inspect", help="read images' entrypoints from their layers; predict exec; CI gate")
+    inspect.add_arguments(ins)
     ins.set_defaults(func=_cmd_inspect)
     return parser
 

@@ -872,3 +872,11 @@ def test_uncompressed_digest_mismatch_is_named(tmp_path: Path) -> None:
     config_blob.write_bytes(json.dumps(data).encode())  # the layout now lies about the layer (its own digest aside)
     with pytest.raises(layers.ImageUnreadable, match="uncompressed with digest"):
         inspect.inspect(str(dest))
+
+
+def test_module_entry_point_is_the_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = single(tmp_path, image_config("arm64", entrypoint=["/usr/bin/app"]), dynamic_rootfs("amd64"))
+    assert inspect.main(["--require-platform", "linux/arm64", target]) == 1
+    assert "exec format error on linux/arm64" in capsys.readouterr().err
+    assert inspect.main(["--json", target]) == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == []
