@@ -651,7 +651,7 @@ def judge(
         if failed is not None:
             outcome, reason = failed
             if not hop.by_kernel and outcome is not Expected.UNKNOWN:
-                program = previous.resolved if previous else "the program"
+                program = main.resolved if main is not None else "the program"
                 return Expected.EXITS, f"{program} cannot run the next program ({reason}): it exits with 126 or 127"
             return outcome, reason
         if hop.kind is FileKind.ELF and not hop.via.startswith("PT_INTERP"):
@@ -961,7 +961,7 @@ def _hop_line(hop: Hop) -> str:
     return f"    {label:<16}{hop.detail}{links}"
 
 
-def render(all_facts: Sequence[ImageFacts], predictions: Sequence[Prediction]) -> str:
+def render(all_facts: Sequence[ImageFacts], predictions: Sequence[Prediction], node_note: str = "") -> str:
     """The report for people: per image, per manifest, the label, the exec chain, agreement, prediction."""
     lines = []
     by_image: dict[tuple[str, str | None], list[Prediction]] = {}
@@ -996,7 +996,7 @@ def render(all_facts: Sequence[ImageFacts], predictions: Sequence[Prediction]) -
             lines.append(f"    {'label vs bytes':<16}{m.agreement.upper()}: {m.agreement_detail}")
         for p in by_image.get((facts.name, facts.container), []):
             entry = f" [{p.manifest} entry]" if p.manifest and facts.is_index else ""
-            lines.append(f"  on {p.node}{entry}: {p.outcome.value.upper()}: {p.reason}")
+            lines.append(f"  on {p.node}{node_note}{entry}: {p.outcome.value.upper()}: {p.reason}")
         lines.append("")
     return "\n".join(line.translate(_CONTROL) for line in lines).rstrip() + "\n"
 
@@ -1049,7 +1049,8 @@ def run_command(
     if as_json:
         print(to_json(all_facts, predictions, problems), file=out)
     else:
-        print(render(all_facts, predictions), file=out, end="")
+        note = " (required, no emulation)" if required is not None else " (this host, its binfmt_misc)"
+        print(render(all_facts, predictions, note if node is None else ""), file=out, end="")
     if required is not None:
         for line in problems:
             print(f"inspect: {line}", file=err)

@@ -327,11 +327,16 @@ def test_crlf_shebang_is_no_such_file(tmp_path: Path) -> None:
 
 
 def test_env_shebang_follows_its_argument_and_a_cr_makes_env_exit(tmp_path: Path) -> None:
-    base = [F("usr/bin/env", elf_header("amd64")), F("usr/bin/bash", elf_header("amd64"))]
+    interp = INTERPRETERS["amd64"]
+    base = [
+        F(interp.lstrip("/"), elf_header("amd64", elf_type=elf.ET_DYN)),
+        F("usr/bin/env", elf_header("amd64", interpreter=interp)),
+        F("usr/bin/bash", elf_header("amd64")),
+    ]
     good = single(
         tmp_path, image_config("amd64", entrypoint=["/run.sh"]), [*base, F("run.sh", b"#!/usr/bin/env bash\n")]
     )
-    assert kinds(only(good)) == [FileKind.SCRIPT, FileKind.ELF, FileKind.ELF]
+    assert kinds(only(good)) == [FileKind.SCRIPT, FileKind.ELF, FileKind.ELF, FileKind.ELF]
     assert verdict(good).outcome is Expected.RUNS
     bad = single(
         tmp_path,
@@ -339,9 +344,9 @@ def test_env_shebang_follows_its_argument_and_a_cr_makes_env_exit(tmp_path: Path
         [*base, F("run.sh", b"#!/usr/bin/env bash\r\n")],
         name="crlf",
     )
-    assert kinds(only(bad)) == [FileKind.SCRIPT, FileKind.ELF, FileKind.NOT_IN_PATH]
+    assert kinds(only(bad)) == [FileKind.SCRIPT, FileKind.ELF, FileKind.ELF, FileKind.NOT_IN_PATH]
     p = verdict(bad)
-    assert p.outcome is Expected.EXITS and "'bash\\r'" in p.reason
+    assert p.outcome is Expected.EXITS and "'bash\\r'" in p.reason and p.reason.startswith("/usr/bin/env cannot run")
 
 
 def test_foreign_shebang_interpreter(tmp_path: Path) -> None:
@@ -880,3 +885,20 @@ def test_module_entry_point_is_the_same_command(tmp_path: Path, capsys: pytest.C
     assert "exec format error on linux/arm64" in capsys.readouterr().err
     assert inspect.main(["--json", target]) == 0
     assert json.loads(capsys.readouterr().out)["problems"] == []
+
+
+def test_docker_25_save_layout_and_several_named_images(tmp_path: Path) -> None:
+    """`docker save` of Docker 25+ writes an OCI layout (index.json, ref annotations) next to manifest.json."""
+    amd = Spec(image_config("amd64", cmd=["/usr/bin/app"]), [layer_tar(dynamic_rootfs("amd64"))])
+    dest = oci_layout(tmp_path / "one", [amd], index=False, ref="v1")
+    index = json.loads((dest / "index.json").read_text())
+    index["manifests"].append({**index["manifests"][0], "annotations": {"io.containerd.image.name": "docker.io/x/b:2"}})
+    index["manifests"][0]["annotations"] = {"io.containerd.image.name": "docker.io/x/a:1"}
+    (dest / "index.json").write_text(json.dumps(index))
+    (dest / "manifest.json").write_text("[]")
+    archive = tmp_path / "save.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(dest, arcname=".")
+    found = inspect.inspect(str(archive))
+    assert [f.name for f in found] == ["docker.io/x/a:1", "docker.io/x/b:2"]
+    assert all(f.origin == "OCI layout (tar)" and f.manifests[0].agreement == "agree" for f in found)
