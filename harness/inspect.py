@@ -15,7 +15,22 @@ is inspected on any host:
 
 predict() turns those facts, a node platform and the host's emulation state into what the
 kernel will answer (runs, runs emulated, exec format error, no such file or directory, ...),
-with a one-line reason. gate_problems() is the CI gate of ``inspect --require-platform``.
+with a one-line reason. For an index it first picks the entry the node's containerd would
+(same OS and architecture; amd64 also takes 386, arm64 also arm/v8..v5), and an index with
+no such entry "cannot be pulled for this platform".
+
+gate_problems() is the CI gate of ``inspect --require-platform P``: one line per problem, when
+the entry a P node runs would not run natively there, or when any entry's bytes contradict its
+label. With ``--manifest FILE`` every container and init container of the file's workloads is
+checked, with its command, args, env, workingDir and runAsUser applied: a container takes the
+image argument equal to its image (``${VAR}`` placeholders rendered from the environment), or,
+while a placeholder is unset, the one argument of the same repository; a container matched by
+no argument, and an argument no container uses, are problems too. With no image arguments each
+container's own image is inspected.
+
+Local images are read with ``docker save``; layer indexes are cached by diff_id under the
+harness cache (harness.layers.LayerCache), so a second look at an image is a ``docker image
+inspect`` and a few cached files.
 
 What the facts cannot decide is "unknown, because ...", never a guess: a variable in argv[0]
 that nothing expands, a shell command line with shell syntax, a file whose bytes were not kept.
@@ -244,9 +259,11 @@ def _agreement(platform: Platform | None, label: str, descriptor: str | None, ep
     arch = loaded.elf.architecture or loaded.elf.machine_name
     if platform is None:
         return "unknown", f"the label {label} is not a platform the harness knows; the bytes are {arch}"
-    if arch == platform.architecture:
-        return "agree", f"label {platform}, {loaded.resolved} is {arch}"
-    return "disagree", f"label {platform}, but {loaded.resolved} is an ELF for {arch} ({loaded.elf.machine_name})"
+    for hop in ep.hops:  # every ELF on the way (programs, their interpreters) must be for the label
+        if hop.elf is not None and hop.elf.architecture != platform.architecture:
+            found = hop.elf.architecture or "an unknown architecture"
+            return "disagree", f"label {platform}, but {hop.resolved} is an ELF for {found} ({hop.elf.machine_name})"
+    return "agree", f"label {platform}, {loaded.resolved} is {arch}"
 
 
 def _config_env(config: Mapping[str, Any]) -> dict[str, str | None]:

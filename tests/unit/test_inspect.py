@@ -370,6 +370,8 @@ def test_elf_interpreter_for_another_machine(tmp_path: Path) -> None:
     target = single(tmp_path, image_config("amd64", entrypoint=["/app"]), entries)
     p = verdict(target)
     assert p.outcome is Expected.BAD_INTERPRETER and "arm64" in p.reason
+    m = only(target)
+    assert m.agreement == "disagree" and "ld-linux-x86-64.so.2 is an ELF for arm64" in m.agreement_detail
 
 
 def test_not_executable_by_mode_bits_and_user(tmp_path: Path) -> None:
