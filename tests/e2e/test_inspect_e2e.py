@@ -7,6 +7,9 @@ watched. The prediction must be what the cluster shows:
 
 - mislabeled: the nodes' bytes under the foreign label. A label-based check says "exec format
   error"; the bytes say it runs, and it does.
+- mislabeled-foreign: the foreign CPU's bytes under the nodes' label (a hard-coded GOARCH or
+  TARGETARCH default). A label-based check says it runs; the bytes say exec format error (or
+  emulation, where the host registers an emulator for that CPU).
 - no #!: the nodes' label and bytes, but the entrypoint is a script without a #! line: the label
   agrees with the node and the exec still fails with "exec format error".
 """
@@ -74,6 +77,7 @@ def cases(
     tmp = tmp_path_factory.mktemp("inspect-e2e")
     refs = {
         "mislabeled": _image(tmp, "mislabeled", node_arch.architecture, foreign, HTTPD, []),
+        "mislabeled-foreign": _image(tmp, "mislabeled-foreign", foreign.architecture, node_arch, HTTPD, []),
         "no-shebang": _image(
             tmp,
             "no-shebang",
@@ -88,7 +92,7 @@ def cases(
     return refs
 
 
-@pytest.mark.parametrize("case", ["mislabeled", "no-shebang"])
+@pytest.mark.parametrize("case", ["mislabeled", "mislabeled-foreign", "no-shebang"])
 def test_prediction_matches_the_cluster(
     case: str,
     cases: dict[str, str],
@@ -108,6 +112,15 @@ def test_prediction_matches_the_cluster(
         assert prediction.outcome is Expected.RUNS, prediction
         label_only = expected_outcome(foreign, node_arch, emulation)
         assert label_only is not Expectation.NATIVE, "the label alone predicts a failure (or emulation)"
+    elif case == "mislabeled-foreign":
+        assert manifest.label == str(node_arch) and manifest.agreement == "disagree", manifest
+        wanted_prediction = {
+            Expectation.EMULATED: Expected.RUNS_EMULATED,
+            Expectation.EXEC_FORMAT_ERROR: Expected.EXEC_FORMAT_ERROR,
+            Expectation.INTERPRETER_MISSING: Expected.NO_SUCH_FILE,
+        }[expected_outcome(foreign, node_arch, emulation)]
+        assert prediction.outcome is wanted_prediction, prediction
+        assert expected_outcome(node_arch, node_arch, emulation) is Expectation.NATIVE, "the label alone says it runs"
     else:
         assert manifest.agreement == "unknown" and prediction.outcome is Expected.EXEC_FORMAT_ERROR, prediction
         assert "no #! and no ELF magic" in prediction.reason
