@@ -904,3 +904,8 @@ def test_docker_25_save_layout_and_several_named_images(tmp_path: Path) -> None:
     found = inspect.inspect(str(archive))
     assert [f.name for f in found] == ["docker.io/x/a:1", "docker.io/x/b:2"]
     assert all(f.origin == "OCI layout (tar)" and f.manifests[0].agreement == "agree" for f in found)
+
+
+def test_no_image_and_no_manifest_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect"]) == 2
+    assert capsys.readouterr().err.startswith("error: no image given")
