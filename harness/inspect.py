@@ -285,7 +285,11 @@ def _user(config: Mapping[str, Any], process: Process, fs: layers.RootFS) -> tup
         uid = int(user)
     elif user:
         uid = _lookup_id(fs, "etc/passwd", user)
-        note = "" if uid is not None else f"user {user!r} is not in the image's /etc/passwd"
+        note = (
+            ""
+            if uid is not None
+            else f"user {user!r} is not in the image's /etc/passwd (the runtime refuses to create the container)"
+        )
     if group.isdigit():
         gid = int(group)
     elif group:
@@ -561,7 +565,7 @@ def resolve_entrypoint(fs: layers.RootFS, config: Mapping[str, Any], process: Pr
     ):
         walker.shell_command(argv[2] if len(argv) > 2 else "", 0)
     unknown = f"unknown, because {walker.unknown}" if walker.unknown else None
-    if note and unknown is None and any(h.kind is FileKind.NOT_EXECUTABLE for h in walker.hops):
+    if note and unknown is None:
         unknown = f"unknown, because {note}"
     return Entrypoint(argv, source, tuple(walker.hops), unknown)
 

@@ -386,6 +386,9 @@ def test_not_executable_by_mode_bits_and_user(tmp_path: Path) -> None:
     named = [*owner_only, F("etc/passwd", b"root:x:0:0::/root:/bin/sh\napp:x:0:0::/:/bin/sh\n", 0o644)]
     by_name = single(tmp_path, image_config("amd64", entrypoint=["/app"], user="app"), named, name="n")
     assert verdict(by_name).outcome is Expected.RUNS, "user app is uid 0 in /etc/passwd"
+    nobody = single(tmp_path, image_config("amd64", entrypoint=["/app"], user="ghost"), named, name="g")
+    p = verdict(nobody)
+    assert p.outcome is Expected.UNKNOWN and "user 'ghost' is not in the image's /etc/passwd" in p.reason
 
 
 def test_entrypoint_is_a_directory(tmp_path: Path) -> None:
