@@ -453,7 +453,8 @@ def open_images(target: str, cache: LayerCache | None = None) -> Iterator[list[I
                 )
             raise ImageNotFound(
                 f"image {target} is not in the local engine (docker image ls) and is not a file",
-                "build or load it first, or pass the path of an OCI layout or `docker save` archive",
+                "build or load it first, or pass the path of an OCI layout or `docker save` archive "
+                "(reading from a registry is not supported yet)",
             )
         cached = _from_cache(target, info, cache)
         if cached is not None:
