@@ -280,21 +280,16 @@ def docker_archive(dest: Path, config: Mapping[str, Any], layers: Sequence[bytes
 def busybox_binary(arch: str) -> bytes:
     """/bin/busybox of Debian's busybox-static for arch (amd64, arm64), cached under the harness cache.
 
-    Uses hermetic.images.debimage's private apt lists and downloads (metadata and .debs only).
+    The .deb comes through hermetic.images.debimage.fetch_debs (private apt lists: no dpkg change).
     """
-    from harness.tools import cache_dir, versions
-    from hermetic.images.debimage import AptRoot, deb_data_tar, resolve
+    from harness.tools import cache_dir
+    from hermetic.images.debimage import deb_data_tar, fetch_debs
 
-    suite = versions().get("DEBIAN_SUITE", "bookworm")
-    apt = AptRoot(suite, arch)
-    apt.ensure_lists()
-    (package,) = [p for p in resolve(apt, ("busybox-static",), frozenset()) if p.name == "busybox-static"]
-    cached = cache_dir() / "test-binaries" / f"busybox-{arch}-{package.version}-{package.sha256[:12]}"
+    deb = fetch_debs(["busybox-static"], f"linux/{arch}")["busybox-static"]
+    cached = cache_dir() / "test-binaries" / f"busybox-{deb.stem}"
     if cached.is_file():
         return cached.read_bytes()
-    debs = apt.download([package], cache_dir() / "debs" / f"{suite}-{arch}")
-    data = deb_data_tar(debs[package.name])
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+    with tarfile.open(fileobj=io.BytesIO(deb_data_tar(deb)), mode="r:*") as tar:
         for member in tar.getmembers():
             if member.name.lstrip("./") in {"bin/busybox", "usr/bin/busybox"} and member.isfile():
                 handle = tar.extractfile(member)
@@ -302,7 +297,7 @@ def busybox_binary(arch: str) -> bytes:
                 binary = handle.read()
                 break
         else:
-            raise AssertionError(f"no bin/busybox in {debs[package.name]}")
+            raise AssertionError(f"no bin/busybox in {deb}")
     cached.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cached.parent)
     with os.fdopen(fd, "wb") as handle:
