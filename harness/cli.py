@@ -195,6 +195,12 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 ROOT_HELP = "the project's root folder (default: the nearest with [tool.incident-harness] in pyproject.toml, else .)"
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from harness import inspect
+
+    return inspect.command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Reproduce Kubernetes incidents on kind.")
     parser.add_argument("--root", default=None, help=ROOT_HELP)
@@ -245,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this cluster and its node containers, no images (repeatable)",
     )
     gcp.set_defaults(func=_cmd_gc)
+
+    from harness import inspect
+
+    ins = sub.add_parser("inspect", help="read images' entrypoints from their layers; predict exec; CI gate")
+    inspect.add_arguments(ins)
+    ins.set_defaults(func=_cmd_inspect)
     return parser
 
 
