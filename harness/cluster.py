@@ -23,7 +23,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
 
-from harness import tools
+from harness import registry, tools
 from harness.errors import ClusterGone, GuardRefused, HarnessError, ToolError
 from harness.outcomes import LOG_GONE
 
@@ -143,6 +143,7 @@ class KindCluster:
                 timeout=900,
                 remedy=f"read the output above; 'kind export logs --name {self.name}' collects node logs",
             )
+            registry.on_cluster_created(self)  # wires in the harness's registry when one runs
         os.chmod(self.kubeconfig, 0o600)
         self.wait_ready(timeout=wait)
         return self
@@ -150,7 +151,12 @@ class KindCluster:
     def kind_config(self) -> dict[str, Any]:
         node = {"labels": {MANAGED_LABEL: "true"}}
         nodes = [{"role": "control-plane", **node}] + [{"role": "worker", **node} for _ in range(self.workers)]
-        return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "nodes": nodes}
+        return {
+            "kind": "Cluster",
+            "apiVersion": "kind.x-k8s.io/v1alpha4",
+            "nodes": nodes,
+            "containerdConfigPatches": [registry.CONTAINERD_CONFIG_PATCH],  # hosts.toml per registry
+        }
 
     def delete(self) -> None:
         """Delete the cluster and the files the harness made for it (nothing else)."""

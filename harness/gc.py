@@ -6,13 +6,13 @@ import shutil
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from harness import tools
+from harness import registry, tools
 from harness.cluster import KindCluster
 
 
 @dataclass(frozen=True)
 class Made:
-    kind: str  # "cluster", "container", "image"
+    kind: str  # "cluster", "container", "registry", "image"
     name: str
 
 
@@ -51,6 +51,7 @@ def find(clusters: Collection[str] | None = None) -> list[Made]:
             found.append(Made("container", name))
     if clusters is not None:
         return found
+    found += [Made("registry", name) for name in registry.managed_containers()]
     images = tools.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60).stdout.split()
     found += [Made("image", i) for i in images if i.startswith("incident-harness/") and not i.endswith(":<none>")]
     return found
@@ -63,6 +64,8 @@ def remove(items: list[Made]) -> None:
             KindCluster(name=item.name).delete()
         elif item.kind == "container":
             tools.run([docker, "rm", "-f", item.name], check=False, timeout=120)
+        elif item.kind == "registry":
+            registry.remove_container(item.name)  # only one carrying our labels; its data too
     refs = [i.name for i in items if i.kind == "image"]
     if refs:
         tools.run([docker, "rmi", "-f", *refs], check=False, timeout=600)
