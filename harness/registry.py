@@ -512,7 +512,7 @@ def _managed(port: int, name: str) -> Registry:
     )
 
 
-def _ensure_managed(port: int | None, name: str) -> Registry:
+def _ensure_managed(port: int | None, name: str, _attempt: int = 0) -> Registry:
     docker = tools.docker_binary()
     wanted = _requested_port(port)
     info = _inspect_container(name)
@@ -568,6 +568,8 @@ def _ensure_managed(port: int | None, name: str) -> Registry:
         if "already allocated" in exc.stderr or "address already in use" in exc.stderr:
             remove_container(name, data=False)
             raise port_taken(wanted) from exc
+        if "is already in use" in exc.stderr and _attempt == 0:  # another session started it meanwhile
+            return _ensure_managed(port, name, _attempt=1)
         raise
     connect_network(name, kind_network())
     return _managed(wanted, name)
