@@ -171,7 +171,7 @@ class Registry:
     def answers(self, timeout: float = 5) -> bool:
         """GET /v2/ answers 200 (or 401: a registry that wants credentials still answers)."""
         try:
-            with urllib.request.urlopen(f"{self.api}/v2/", timeout=timeout) as response:
+            with self._open(urllib.request.Request(f"{self.api}/v2/"), timeout=timeout) as response:
                 return int(response.status) == 200
         except urllib.error.HTTPError as exc:
             return exc.code == 401
@@ -203,7 +203,7 @@ class Registry:
             f"{self.api}/v2/{repository}/manifests/{reference}", method="HEAD", headers={"Accept": ACCEPT_MANIFESTS}
         )
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+            with self._open(request, timeout=30) as response:
                 return str(response.headers["Docker-Content-Digest"])
         except urllib.error.HTTPError as exc:
             raise HarnessError(
@@ -218,8 +218,8 @@ class Registry:
             f"{self.api}/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}
         )
         body, headers = self._call(request, f"{self.host}/{repository}:{reference}")
-        digest = headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
-        media_type = headers.get("Content-Type", "").split(";")[0].strip()
+        digest = headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        media_type = headers.get("content-type", "").split(";")[0].strip()
         return Manifest(repository, str(digest), media_type, body)
 
     def get_blob(self, repository: str, digest: str) -> bytes:
@@ -239,7 +239,7 @@ class Registry:
         )
         _, headers = self._call(request, f"{self.host}/{repository}:{reference}")
         expected = "sha256:" + hashlib.sha256(body).hexdigest()
-        digest = str(headers.get("Docker-Content-Digest") or expected)
+        digest = str(headers.get("docker-content-digest") or expected)
         if digest != expected:
             raise HarnessError(
                 f"{self.host} stored {repository}:{reference} as {digest}, but its content is {expected}",
@@ -247,10 +247,16 @@ class Registry:
             )
         return digest
 
+    def _open(self, request: urllib.request.Request, timeout: float) -> Any:
+        """urlopen; the harness's own registry (on loopback) never through an HTTP proxy of the environment."""
+        if self.container or _loopback(urlsplit(self.api).hostname or ""):
+            return _NO_PROXY.open(request, timeout=timeout)
+        return urllib.request.urlopen(request, timeout=timeout)
+
     def _call(self, request: urllib.request.Request, what: str) -> tuple[bytes, Mapping[str, str]]:
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return response.read(), dict(response.headers.items())
+            with self._open(request, timeout=60) as response:
+                return response.read(), {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace").strip()[:300]
             raise HarnessError(
@@ -301,6 +307,7 @@ class Registry:
             remove_container(self.container, data=data)
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 ACCEPT_MANIFESTS = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",
