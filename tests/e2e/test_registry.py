@@ -40,6 +40,8 @@ from harness.registry import (
     PORT_IN_CONTAINER,
     PortTaken,
     Registry,
+    RegistryGone,
+    data_dir,
     hosts_toml,
 )
 from hermetic.images.busybox_httpd import ensure_busybox_httpd
@@ -232,6 +234,62 @@ def test_an_index_without_the_nodes_platform_fails_to_pull_with_containerds_mess
     assert waiting.reason in ("ErrImagePull", "ImagePullBackOff")
     assert NO_MATCH in waiting.message, waiting.message
     assert pod.status.container_statuses[0].restart_count == 0  # never ran: no exec format error
+
+
+def test_a_two_platform_index_runs_the_nodes_platform_and_reports_the_index_digest(
+    harness_cluster: KindCluster,
+    harness_namespace: str,
+    local_registry: Registry,
+    context: Path,
+    node_arch: Platform,
+    foreign: Platform,
+) -> None:
+    # One context per platform: the FROM differs (each base exists locally for one platform only).
+    contexts = {}
+    for platform in (foreign, node_arch):
+        directory = context / platform.architecture
+        directory.mkdir()
+        (directory / "marker").write_text((context / "marker").read_text())
+        (directory / "Dockerfile").write_text(
+            f"FROM {ensure_busybox_httpd(str(platform)).ref}\nCOPY marker /www/marker\n"
+        )
+        contexts[platform] = directory
+    tag = _tag()
+    members = [
+        images.push_build(local_registry, REPOSITORY, f"{tag}-{images.platform_slug(p)}", contexts[p], p)
+        for p in (foreign, node_arch)
+    ]
+    index = images.push_index(local_registry, REPOSITORY, tag, members)
+    assert index.platforms == (foreign, node_arch)
+    core = harness_cluster.core
+    core.create_namespaced_pod(harness_namespace, _pod("index", index.ref, "Always"))
+    pod = _wait_pod(core, harness_namespace, "index", _running, timeout=120)
+    # The kubelet reports the digest it resolved the tag to: the index's, not the platform manifest's.
+    assert pod.status.container_statuses[0].image_id == index.by_digest
+
+
+def test_a_registry_that_died_fails_the_push_with_dockers_lines_and_is_started_again() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    name = f"registry-e2e-dies-{uuid.uuid4().hex[:6]}"
+    registry = Registry.ensure(port=port, name=name)
+    try:
+        source = ensure_busybox_httpd("linux/amd64").ref
+        images.push_local(registry, source, "e2e/dies", "before")
+        registry.stop()
+        assert not registry.answers()
+        with pytest.raises(ToolError) as caught:
+            images.push_local(registry, source, "e2e/dies", "after")
+        assert "docker push" in caught.value.cause and f"127.0.0.1:{port}" in str(caught.value), str(caught.value)
+        with pytest.raises(RegistryGone):
+            registry.wait_answering(1)
+        again = Registry.ensure(port=port, name=name)
+        assert again == registry and again.answers()
+    finally:
+        registry.remove()
+        tools.run(["docker", "rmi", f"{registry.host}/e2e/dies:before", f"{registry.host}/e2e/dies:after"], check=False)
+    assert not data_dir(name).exists()
 
 
 def test_a_port_held_by_another_process_is_a_clear_error_and_nothing_is_started() -> None:
