@@ -28,6 +28,7 @@ the host's platform is exactly the mistake the incident is about.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import io
@@ -832,7 +833,7 @@ def push_multi(
         for platform in platforms_wanted
     ]
     index = push_index(registry, repository, tag, members)
-    return PushedImage(**{**index.__dict__, "seconds": time.monotonic() - started})
+    return dataclasses.replace(index, seconds=time.monotonic() - started)
 
 
 def index_manifest(descriptors: Iterable[Mapping[str, Any]]) -> bytes:

@@ -448,9 +448,11 @@ def port_free(port: int) -> bool:
 
 def port_taken(port: int) -> PortTaken:
     owner = port_owner(port)
+    remedy = f"stop that, or choose another port with {PORT_ENV}=PORT"
+    if owner.container:  # e.g. the registry of kind's guide: the harness can use it as it is
+        remedy += f", or use that registry: --registry localhost:{port}"
     return PortTaken(
-        f"port {port} on 127.0.0.1, wanted for the harness's registry, is taken by {owner.describe()}",
-        f"stop that, or choose another port with {PORT_ENV}=PORT",
+        f"port {port} on 127.0.0.1, wanted for the harness's registry, is taken by {owner.describe()}", remedy
     )
 
 
