@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from harness import platforms, project, report, scenario, signals, tools
+from harness import platforms, project, registry, report, scenario, signals, tools
 from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
 from harness.errors import HarnessError
 from harness.runner import ExitStatus, RunOptions, run_scenario
@@ -81,6 +81,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     for ref in (pins["KINDEST_NODE_IMAGE"], f"{REGISTRY_FREE_REPO}:{pins['K8S_VERSION']}"):
         present = tools.run([tools.docker_binary(), "image", "inspect", ref], check=False, timeout=30).returncode == 0
         _line(ref, "present" if present else "not present")
+
+    print("registry")
+    _line("local registry", registry.status())
 
     print("platforms")
     host = platforms.host_platform()

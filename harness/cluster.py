@@ -25,7 +25,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
 
-from harness import engine, tools
+from harness import engine, registry, tools
 from harness.errors import ClusterGone, GuardRefused, HarnessError, NotManaged, ToolError
 from harness.outcomes import LOG_GONE
 
@@ -159,6 +159,7 @@ class KindCluster:
                 remedy=f"read the output above; 'kind export logs --name {self.name}' collects node logs",
             )
             creation_record(self.name).unlink(missing_ok=True)  # every node carries the label now
+            registry.on_cluster_created(self)  # wires in the harness's registry when one runs
         os.chmod(self.kubeconfig, 0o600)
         self.wait_ready(timeout=wait)
         return self
@@ -166,7 +167,12 @@ class KindCluster:
     def kind_config(self) -> dict[str, Any]:
         node = {"labels": {MANAGED_LABEL: "true"}}
         nodes = [{"role": "control-plane", **node}] + [{"role": "worker", **node} for _ in range(self.workers)]
-        return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4", "nodes": nodes}
+        return {
+            "kind": "Cluster",
+            "apiVersion": "kind.x-k8s.io/v1alpha4",
+            "nodes": nodes,
+            "containerdConfigPatches": [registry.CONTAINERD_CONFIG_PATCH],  # hosts.toml per registry
+        }
 
     def delete(self) -> None:
         """Delete the cluster and the files the harness made for it (nothing else).

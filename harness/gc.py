@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from harness import engine, platforms, tools
+from harness import engine, platforms, registry, tools
 from harness.cluster import KIND_CLUSTER_LABEL, KindCluster, Ownership, check_ownership
 from harness.errors import NotManaged
 
@@ -26,7 +26,7 @@ IMAGE_PREFIX = "incident-harness/"
 
 @dataclass(frozen=True)
 class Made:
-    kind: str  # "cluster", "container", "image", "binfmt"
+    kind: str  # "cluster", "container", "registry", "image", "binfmt"
     name: str
 
 
@@ -81,6 +81,7 @@ def survey(clusters: Collection[str] | None = None) -> Survey:
         # nodes), and stays with it otherwise (the cluster is reported as left alone)
     if clusters is not None:
         return result
+    result.found.extend(Made("registry", name) for name in registry.managed_containers())
     labelled = set(engine.image_tags(f"{CONTAINER_LABEL}=true"))
     for ref in engine.image_tags():
         if image_is_managed(ref, None) or ref in labelled:
@@ -115,6 +116,8 @@ def remove(items: list[Made]) -> list[Skipped]:
                 refused.append(Skipped("container", item.name, reason))
             else:
                 tools.run([docker, "rm", "-f", item.name], check=False, timeout=120)
+        elif item.kind == "registry":
+            registry.remove_container(item.name)  # only one carrying the registry's labels; its data too
     refs = []
     for item in items:
         if item.kind != "image":

@@ -28,6 +28,7 @@ the host's platform is exactly the mistake the incident is about.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import io
@@ -49,6 +50,7 @@ from typing import IO, Any
 from harness import platforms
 from harness.errors import HarnessError, ToolMissing
 from harness.platforms import Platform
+from harness.registry import Registry
 from harness.tools import REPO_ROOT, buildx_command, cache_dir, docker_binary, run
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -669,3 +671,241 @@ def build_index(images: list[BuiltImage], dest: Path, ref: str) -> Path:
     with _temp_dir(dest.parent, f".{dest.name}-saves-") as tmp:
         archives = [save_image(image.ref, tmp / f"{platform_slug(image.platform)}.tar") for image in images]
         return index_from_archives(archives, dest, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Pushing to a registry (see harness/registry.py)
+#
+# Measured with Docker engine 20.10.24 (classic image store) and buildx v0.18.0: the docker
+# driver pushes a single-platform build to a loopback registry (`--push`: BuildKit hands the
+# image to dockerd, which pushes it, plain HTTP being allowed for 127.0.0.0/8), and its metadata
+# file's containerimage.digest is the digest the registry then serves. It refuses several
+# platforms in one build ("Multi-platform build is not supported for the docker driver"), so a
+# multi-platform image is pushed one platform at a time and tied together by push_index, which
+# PUTs one OCI index through the registry's HTTP API.
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+_SINGLE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image (one manifest, or an index) a registry holds under ref.
+
+    ref: the reference a pod spec uses ("localhost:5001/orders-api:abc"); digest: the digest the
+    registry serves for it (what the kubelet reports as imageID after a pull); platforms: the
+    platform of each manifest it holds.
+    """
+
+    ref: str
+    repository: str
+    tag: str
+    digest: str
+    media_type: str
+    size: int
+    platforms: tuple[Platform, ...]
+    seconds: float
+
+    @property
+    def by_digest(self) -> str:
+        """ref pinned to its digest: "localhost:5001/orders-api@sha256:..."."""
+        return f"{self.ref.rpartition(':')[0]}@{self.digest}"
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type not in _SINGLE_MANIFESTS
+
+
+def push_build(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    context: Path,
+    platform: Platform,
+    *,
+    dockerfile: Path | None = None,
+    build_args: Mapping[str, str] | None = None,
+) -> PushedImage:
+    """`buildx build --platform P --push -t HOST/REPOSITORY:TAG`, then what the registry holds.
+
+    Without buildx, the classic builder builds and `docker push` pushes. A failing build or push
+    raises ToolError carrying the builder's last lines. The pushed manifest's platform must be
+    the one requested.
+    """
+    dockerfile = dockerfile or context / "Dockerfile"
+    if not dockerfile.is_file():
+        raise HarnessError(f"Dockerfile {dockerfile} does not exist", "pass dockerfile= or add one to the context")
+    args = dict(build_args or {})
+    check_base_images(dockerfile, args, platform)
+    ref = registry.ref(repository, tag)
+    arg_flags = [flag for key in sorted(args) for flag in ("--build-arg", f"{key}={args[key]}")]
+    remedy = f"read the last lines above: the build or push of {ref} for {platform} failed"
+    started = time.monotonic()
+    buildx = buildx_command()
+    if buildx is not None:
+        run(
+            [
+                *buildx,
+                "build",
+                "--builder",
+                "default",
+                "--platform",
+                str(platform),
+                "--push",
+                "--progress",
+                "plain",
+                "-t",
+                ref,
+                "-f",
+                str(dockerfile),
+                *arg_flags,
+                str(context),
+            ],
+            timeout=1800,
+            remedy=remedy,
+        )
+    else:
+        run(
+            [
+                docker_binary(),
+                "build",
+                "--platform",
+                str(platform),
+                "-t",
+                ref,
+                "-f",
+                str(dockerfile),
+                *arg_flags,
+                str(context),
+            ],
+            env={"DOCKER_BUILDKIT": "0"},
+            timeout=1800,
+            remedy=remedy,
+        )
+        run([docker_binary(), "push", ref], timeout=900, remedy=remedy)
+    pushed = describe_pushed(registry, repository, tag, seconds=time.monotonic() - started)
+    if pushed.platforms != (platform,):
+        raise HarnessError(
+            f"{ref} was pushed for {', '.join(map(str, pushed.platforms))}, but {platform} was requested",
+            "the builder ignored --platform; never ship this image",
+        )
+    return pushed
+
+
+def push_local(registry: Registry, source: str, repository: str, tag: str) -> PushedImage:
+    """Tag a local image as HOST/REPOSITORY:TAG and `docker push` it (what a retag by hand does)."""
+    ref = registry.ref(repository, tag)
+    started = time.monotonic()
+    docker = docker_binary()
+    run([docker, "tag", source, ref], timeout=60, remedy=f"check that {source} exists (docker image ls)")
+    run([docker, "push", ref], timeout=900, remedy=f"read the last lines above: docker push {ref} failed")
+    return describe_pushed(registry, repository, tag, seconds=time.monotonic() - started)
+
+
+def push_index(registry: Registry, repository: str, tag: str, members: Iterable[PushedImage]) -> PushedImage:
+    """PUT one OCI index naming members (single-platform manifests already in repository) as repository:tag."""
+    started = time.monotonic()
+    descriptors = []
+    for member in members:
+        if member.repository != repository or member.is_index or len(member.platforms) != 1:
+            raise HarnessError(
+                f"{member.ref} cannot go into an index of {registry.host}/{repository}",
+                "pass single-platform images pushed to the same repository",
+            )
+        manifest = registry.get_manifest(repository, member.digest)
+        config = _config_of(registry, repository, manifest.json())
+        descriptors.append(
+            {
+                "mediaType": manifest.media_type,
+                "digest": manifest.digest,
+                "size": len(manifest.body),
+                "platform": _platform_descriptor(config, member.ref),
+            }
+        )
+    body = index_manifest(descriptors)
+    registry.put_manifest(repository, tag, body, OCI_INDEX)
+    return describe_pushed(registry, repository, tag, seconds=time.monotonic() - started)
+
+
+def push_multi(
+    registry: Registry,
+    repository: str,
+    tag: str,
+    context: Path,
+    platforms_wanted: Iterable[Platform],
+    *,
+    dockerfile: Path | None = None,
+    build_args: Mapping[str, str] | None = None,
+) -> PushedImage:
+    """A multi-platform push: each platform as TAG-<platform slug>, then one OCI index as TAG."""
+    started = time.monotonic()
+    members = [
+        push_build(
+            registry,
+            repository,
+            f"{tag}-{platform_slug(platform)}",
+            context,
+            platform,
+            dockerfile=dockerfile,
+            build_args=build_args,
+        )
+        for platform in platforms_wanted
+    ]
+    index = push_index(registry, repository, tag, members)
+    return dataclasses.replace(index, seconds=time.monotonic() - started)
+
+
+def index_manifest(descriptors: Iterable[Mapping[str, Any]]) -> bytes:
+    """The canonical bytes of an OCI image index over manifest descriptors (one per platform, no duplicates)."""
+    listed = [dict(d) for d in descriptors]
+    if not listed:
+        raise HarnessError("an index needs at least one manifest", "pass at least one image")
+    for descriptor in listed:
+        missing = {"mediaType", "digest", "size", "platform"} - descriptor.keys()
+        if missing:
+            raise HarnessError(f"index entry {descriptor} lacks {', '.join(sorted(missing))}", "describe it fully")
+    seen = [json.dumps(d["platform"], sort_keys=True) for d in listed]
+    if len(set(seen)) != len(seen):
+        raise HarnessError("two manifests for the same platform in one index", "pass one image per platform")
+    return _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed})
+
+
+def describe_pushed(registry: Registry, repository: str, tag: str, *, seconds: float = 0.0) -> PushedImage:
+    """What the registry holds under repository:tag: digest, media type, size and platform(s)."""
+    manifest = registry.get_manifest(repository, tag)
+    data = manifest.json()
+    media_type = manifest.media_type or str(data.get("mediaType", ""))
+    found: list[Platform] = []
+    if media_type in _SINGLE_MANIFESTS:
+        config = _config_of(registry, repository, data)
+        described = _platform_descriptor(config, registry.ref(repository, tag))
+        found.append(Platform(described["os"], described["architecture"], described.get("variant", "")))
+    else:
+        for entry in data.get("manifests", []):
+            described = entry.get("platform") or {}
+            if described.get("os") and described.get("architecture") not in (None, "unknown"):
+                found.append(
+                    Platform(str(described["os"]), str(described["architecture"]), str(described.get("variant", "")))
+                )
+    return PushedImage(
+        ref=registry.ref(repository, tag),
+        repository=repository,
+        tag=tag,
+        digest=manifest.digest,
+        media_type=media_type,
+        size=len(manifest.body),
+        platforms=tuple(found),
+        seconds=seconds,
+    )
+
+
+def _config_of(registry: Registry, repository: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    config = manifest.get("config") or {}
+    digest = config.get("digest")
+    if not isinstance(digest, str):
+        raise HarnessError(f"a manifest in {registry.host}/{repository} has no config", "push the image again")
+    data = json.loads(registry.get_blob(repository, digest))
+    if not isinstance(data, dict):
+        raise HarnessError(f"config {digest} in {registry.host}/{repository} is not a JSON object", "push it again")
+    return data

@@ -346,6 +346,7 @@ def test_create_deletes_its_own_stopped_cluster_with_its_kubeconfig(
     monkeypatch.setattr(KindCluster, "wait_ready", lambda self, timeout=0: None)
     monkeypatch.setattr(cluster_module, "resolve_node_image", lambda forced=None: NodeImageChoice("n:1", "forced"))
     monkeypatch.setattr(os, "chmod", lambda *a: None)
+    monkeypatch.setattr(cluster_module.registry, "on_cluster_created", lambda cluster: None)
     KindCluster(name="mine").create()
     assert fake.ran("delete", "cluster", "--name", "mine", "--kubeconfig")
     assert fake.ran("create", "cluster", "--name", "mine")
