@@ -129,5 +129,8 @@ def test_exit_codes_are_stable() -> None:
         "BAD_INPUT": 2,
         "ENVIRONMENT": 3,
         "MASKED_BY_EMULATION": 4,
+        "HANGUP": 129,
         "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
+    assert (ExitStatus.HUP, ExitStatus.INT, ExitStatus.TERM) == (129, 130, 143)
