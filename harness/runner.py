@@ -291,11 +291,9 @@ class _Run:
         fe = self.s.fix_expect
         if fe is None or self.masked:
             return
-        if not self.s.fix_steps:
-            raise BadInput(
-                f"{self.s.path}: field 'fix.steps': at least one step (a fix that changes nothing verifies nothing)",
-                "add the step(s) that fixed the incident, or remove 'fix'",
-            )
+        if not all(v.passed for v in self.verdicts) or not all(c.seen for c in self.symptoms):
+            self.o.say("    the incident did not reproduce: no fix is run (a fix verified on it would prove nothing)")
+            return
         assert self.work is not None
         deployment = self.work.deployment
         fix_started = datetime.now(UTC)
@@ -380,6 +378,15 @@ class _Run:
             error=error,
             facts=dict(self.facts),
             artifacts=tuple(self.artifacts),
+        )
+
+
+def _validate(scenario: Scenario) -> None:
+    """What the runner cannot run, refused before anything is deployed."""
+    if scenario.fix_expect is not None and not scenario.fix_steps:
+        raise BadInput(
+            f"{scenario.path}: field 'fix.steps': at least one step (a fix that changes nothing verifies nothing)",
+            "add the step(s) that fixed the incident, or remove 'fix'",
         )
 
 
@@ -502,6 +509,7 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
     status = ExitStatus.OK
     error: str | None = None
     try:
+        _validate(scenario)
         run.open_session()
         run.apply_workload()
         run.watch_incident()

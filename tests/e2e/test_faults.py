@@ -81,7 +81,10 @@ def test_node_paused_mid_run_ends_with_environment_in_bounded_time(
     result = run_scenario(
         load(SEED),
         RunOptions(
-            cluster=harness_cluster, report_dir=tmp_path / "reports", artifacts_dir=tmp_path / "artifacts", say=said.append
+            cluster=harness_cluster,
+            report_dir=tmp_path / "reports",
+            artifacts_dir=tmp_path / "artifacts",
+            say=said.append,
         ),
     )
     took = time.monotonic() - paused_at[0]

@@ -100,7 +100,10 @@ def test_scenario(path: Path, harness_cluster: KindCluster, tmp_path: Path) -> N
     result = run_scenario(
         scenario,
         RunOptions(
-            cluster=harness_cluster, report_dir=tmp_path / "reports", artifacts_dir=tmp_path / "artifacts", say=said.append
+            cluster=harness_cluster,
+            report_dir=tmp_path / "reports",
+            artifacts_dir=tmp_path / "artifacts",
+            say=said.append,
         ),
     )
     # binfmt_misc is kernel-wide and other tests register handlers: one that appeared during the
