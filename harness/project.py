@@ -65,7 +65,7 @@ def _project(root: Path, table: dict[str, Any] | None, config_file: Path | None)
         if not isinstance(value, str) or not value:
             raise ProjectError(
                 f"{config_file}: field 'tool.{TABLE}.scenarios': expected a folder relative to the root, got {value!r}",
-                'set it to a folder name such as "scenarios"',
+                "set it to a folder name such as \"scenarios\"",
             )
         scenarios = value
     return Project(root, (root / scenarios).resolve(), table is not None, config_file)
