@@ -35,6 +35,7 @@ from harness.session import CLUSTER_GONE_AFTER, REQUEST_TIMEOUT, Session, api_pr
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["pytester"]
 
+CACHE = tools.cache_dir()  # the real cache: pytester points HOME elsewhere
 SEED = Path(__file__).resolve().parents[2] / "scenarios" / "arm64-on-amd64.yaml"
 # One API call gives up after REQUEST_TIMEOUT's read limit, a supervised call after
 # CLUSTER_GONE_AFTER of failed probes; the rest is the evidence note and clean-up attempts.
@@ -167,7 +168,7 @@ def test_plugin_evidence_on_a_paused_node_is_bounded_and_says_why(
 ) -> None:
     """A test that fails on a paused node: its evidence is a note naming the paused node, in bounded time."""
     pytester.makepyfile(test_inner=textwrap.dedent(INNER_TEST))
-    monkeypatch.setenv("HARNESS_CACHE", str(tools.cache_dir()))
+    monkeypatch.setenv("HARNESS_CACHE", str(CACHE))
     artifacts = tmp_path / "artifacts"
     began = time.monotonic()
     result = pytester.runpytest_subprocess(

@@ -23,6 +23,10 @@ from hermetic.images.busybox_httpd import ensure_busybox_httpd
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["pytester"]
 
+# pytester points HOME at a temporary directory; the inner session must still find the cached
+# kind, kubectl, images and the shared cluster's kubeconfig, which live under the real cache.
+CACHE = tools.cache_dir()
+
 DEPLOYMENT = """
 apiVersion: apps/v1
 kind: Deployment
@@ -87,8 +91,8 @@ def _project(root: Path, session: Session) -> None:
 def test_scenario_items_report_verdict_reports_and_evidence(
     harness_session: Session, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(CACHE))
     _project(pytester.path, harness_session)
-    monkeypatch.setenv("HARNESS_CACHE", str(tools.cache_dir()))
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("HARNESS_REQUIRE_E2E", "0")
     artifacts, reports = tmp_path / "artifacts", tmp_path / "reports"
