@@ -188,7 +188,7 @@ def _say(config: pytest.Config) -> Callable[[str], None]:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(line: str) -> None:
-        if reporter is not None and "clean-up" in line:
+        if reporter is not None and ("clean-up" in line or "remove it later" in line):
             reporter.write_line(f"incident-harness: {line.strip()}")
 
     return say

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -133,15 +134,30 @@ def test_plugin_watch_of_a_frozen_node_raises_cluster_gone_not_timeout(
     httpd_images: dict[str, str],
     httpd_deployment: Callable[..., list[dict[str, Any]]],
 ) -> None:
-    """expect_outcome on a node that freezes mid-watch: ClusterGone within bounds, long before the watch's timeout."""
-    applied = deploy(httpd_deployment("frozen"), image=httpd_images["native"])
-    paused_node()
+    """expect_outcome on a node that freezes mid-watch: ClusterGone within bounds, long before the watch's timeout.
+
+    The pod runs but is never Ready (its readiness probe asks for a page that does not exist,
+    with a threshold it never reaches), so the watch is still waiting when the node freezes.
+    """
+    docs = httpd_deployment("frozen")
+    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"] = {
+        "httpGet": {"path": "/nope", "port": 8080},
+        "periodSeconds": 2,
+        "failureThreshold": 1000,
+    }
+    applied = deploy(docs, image=httpd_images["native"])
+    freeze = threading.Timer(8.0, paused_node)
+    freeze.start()
     began = time.monotonic()
-    with pytest.raises(ClusterGone) as gone:
-        expect_outcome(applied, Outcome.HEALTHY, timeout=600)
-    took = time.monotonic() - began
-    print(f"frozen node: ClusterGone after {took:.1f} s: {gone.value.cause}")
-    assert f"cluster {harness_session.cluster.name!r}" in gone.value.cause, gone.value.cause
+    try:
+        with pytest.raises(ClusterGone) as gone:
+            expect_outcome(applied, Outcome.HEALTHY, timeout=600)
+    finally:
+        freeze.join()
+    took = time.monotonic() - began - 8.0
+    print(f"frozen node: ClusterGone {took:.1f} s after the freeze: {gone.value.cause}")
+    assert f"cluster {harness_session.cluster.name!r} stopped answering while watching" in gone.value.cause
     assert took < CLUSTER_GONE_AFTER + REQUEST_TIMEOUT[1] + 30, f"took {took:.0f} s"
 
 
