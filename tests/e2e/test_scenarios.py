@@ -138,3 +138,54 @@ def test_scenario_items_report_verdict_reports_and_evidence(
     # Only the failed run left evidence; every run wrote its reports.
     written = sorted(re.sub(r"-\d{8}T\d{6}Z\.json$", "", p.name) for p in reports.glob("*.json"))
     assert written == ["claims-healthy", "foreign-build"], written
+
+
+REJECTED = {
+    "invalid-value": (
+        DEPLOYMENT.format(name="invalid-value", command="          ports: [{containerPort: 99999999}]"),
+        "Deployment/invalid-value: rejected by the API server (HTTP 422",
+    ),
+    "unknown-kind": (
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: gadget}\n---\n"
+        + DEPLOYMENT.format(name="unknown-kind", command=""),
+        "Widget/gadget: the API server knows no kind 'Widget'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_a_manifest_the_api_server_rejects_is_bad_input_naming_file_and_object(
+    case: str, harness_session: Session, tmp_path: Path
+) -> None:
+    from harness import runner, scenario
+
+    manifest, expected = REJECTED[case]
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\n")
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / f"{case}.yaml").write_text(manifest)
+    (tmp_path / "scenarios").mkdir()
+    path = tmp_path / "scenarios" / f"{case}.yaml"
+    native = ensure_busybox_httpd(str(harness_session.node_platform)).ref
+    path.write_text(
+        textwrap.dedent(
+            SCENARIO.format(
+                name=case,
+                title="rejected",
+                platform="native",
+                base=native,
+                outcome="Healthy",
+                symptom="neverReady: false",
+            )
+        )
+    )
+    said: list[str] = []
+    result = runner.run_scenario(
+        scenario.load(path),
+        runner.RunOptions(session=harness_session, report_dir=tmp_path / "reports", say=said.append),
+    )
+
+    error = result.report.error or ""
+    assert result.exit_status is runner.ExitStatus.BAD_INPUT, "\n".join(said)
+    assert error.startswith(f"{tmp_path / 'k8s' / case}.yaml: {expected}"), error
+    assert not result.verdicts and not result.report.artifacts
