@@ -399,3 +399,15 @@ def test_namespaces_are_deleted_once_or_kept(tmp_path: Path, monkeypatch: pytest
     s.keep_namespace(two)
     s.close()
     assert deleted == [one], "a kept namespace stays; a deleted one is not deleted again"
+
+
+def test_native_and_foreign_are_computed_in_one_place(tmp_path: Path) -> None:
+    from harness.platforms import foreign_of, resolve_platform_word
+
+    assert foreign_of(AMD64) == ARM64 and foreign_of(ARM64) == AMD64
+    assert foreign_of(Platform("linux", "arm", "v7")) == AMD64
+    assert resolve_platform_word("native", ARM64) == ARM64
+    assert resolve_platform_word("foreign", AMD64) == ARM64
+    assert resolve_platform_word("linux/arm/v6", AMD64) == Platform("linux", "arm", "v6")
+    s = FakeSession(tmp_path)
+    assert (s.platform("native"), s.platform("foreign"), s.foreign) == (AMD64, ARM64, ARM64)
