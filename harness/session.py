@@ -57,7 +57,7 @@ REQUEST_TIMEOUT = (API_PROBE_TIMEOUT, CLUSTER_GONE_AFTER)  # (connect, read) of 
 CLEANUP_SECONDS = 30.0  # one clean-up action may take this long
 EVIDENCE_SECONDS = 240.0  # describe, events, logs and kind's node logs together
 HALF_MADE_SECONDS = 120.0  # deleting a cluster whose creation was interrupted
-STOP_JOIN_SECONDS = 3.0  # an abandoned watch's thread is given this long to end
+STOP_JOIN_SECONDS = 1.5  # an abandoned watch's thread is given this long to end (it stops within about a second)
 
 
 class BadInput(HarnessError):
@@ -509,7 +509,10 @@ class Session:
             outcomes.watch_workload,
             {"gone_after": self.gone_after, "image_platforms": self.image_platforms(refs), "stop": stop},
         )
-        with self.supervision(f"watching {work.selector or 'the pods'}", stop=stop) as gate:
+        # The watch's threads are told to stop (and waited for, briefly) only where it takes a stop event.
+        with self.supervision(
+            f"watching {work.selector or 'the pods'}", stop=stop if "stop" in extra else None
+        ) as gate:
             verdict = gate.run(
                 lambda: outcomes.watch_workload(
                     self.core,
