@@ -102,7 +102,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         _line("nodes", f"unknown ({exc.cause})")
     emulation = platforms.read_binfmt()
     _line("emulation", emulation.describe())
-    foreign = platforms.parse_platform("linux/arm64" if node.architecture == "amd64" else "linux/amd64")
+    foreign = platforms.foreign_of(node)
     expectation = platforms.expected_outcome(foreign, node, emulation)
     print("can the platform mismatch reproduce here?")
     print(f"  {platforms.explain(foreign, node, emulation)}")

@@ -914,3 +914,21 @@ def _undo_all(undo: list[tuple[BinfmtChange, Callable[[], None]]], journal: _Jou
             "restoring binfmt_misc failed: " + " | ".join(f.cause for f in failures),
             f"inspect {BINFMT_ROOT} and remove leftover qemu-* handlers with: echo -1 > FILE",
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# "native" and "foreign": the one place that computes them
+
+
+def foreign_of(node: Platform) -> Platform:
+    """The platform the nodes are not, of the pair the incident is about: arm64 for amd64 nodes, else amd64."""
+    return Platform(node.os, "arm64" if node.architecture == "amd64" else "amd64")
+
+
+def resolve_platform_word(word: str, node: Platform) -> Platform:
+    """A platform as scenario files write it: "native" (the nodes'), "foreign" (foreign_of) or a platform string."""
+    if word == "native":
+        return node
+    if word == "foreign":
+        return foreign_of(node)
+    return parse_platform(word)

@@ -1,26 +1,48 @@
-"""pytest plugin (entry point pytest11): options, fixtures and markers onto the harness library.
+"""pytest plugin (entry point pytest11): the second door onto the harness's session.
 
-Fixtures: ``harness_cluster`` (session), ``harness_namespace`` (fresh per test), ``image_builder``,
-``deploy`` and ``expect_outcome``. Markers: ``e2e`` (needs a real kind cluster) and ``scenario``.
+Inert unless the project opts in: ``[tool.incident-harness]`` in the root's pyproject.toml, the
+ini option ``incident_harness = true``, or loading it explicitly (``-p incident_harness``, or
+``-p harness.plugin`` where the package is not installed). Inert means: options and markers are
+registered, nothing else happens (no scenario files collected, no skip turned into a failure).
+
+When active:
+
+- every scenario file (apiVersion incident-harness/v1) under the project's scenarios folder
+  that pytest visits is one test item (markers ``e2e`` and ``scenario``): it runs through the
+  runner on the session's cluster and reports its verdict, and on failure its evidence;
+- fixtures hand tests the same session as the CLI uses: ``harness_session`` (session scope),
+  ``harness_cluster`` (its KindCluster), ``harness_namespace`` (fresh per test), ``image_builder``,
+  ``deploy`` and ``expect_outcome``; a frozen node ends a test with ClusterGone, an image that
+  runs emulated is never Healthy, evidence of a failed test is bounded;
+- with ``--require-e2e`` (default when CI=true) a skipped e2e test fails the run.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from harness import images, outcomes, tools, workload
+from harness import report, tools, workload
 from harness.cluster import KindCluster, default_name
 from harness.errors import HarnessError
 from harness.outcomes import Outcome, Verdict
 from harness.platforms import Platform, parse_platform
+from harness.project import Project, find_project
+from harness.scenario import API_VERSION
+from harness.session import Session
+
+PLUGIN_NAMES = frozenset({"harness.plugin", "incident_harness"})
+EXPECT_EMULATION_ENV = "HARNESS_EXPECT_EMULATION"
+
+_ACTIVE = pytest.StashKey[bool]()
+_PROJECT = pytest.StashKey[Project]()
+_SESSION = pytest.StashKey["_SharedSession"]()
 
 
 def _require_e2e_default() -> bool:
@@ -28,6 +50,11 @@ def _require_e2e_default() -> bool:
     if explicit is not None:
         return explicit == "1"
     return os.environ.get("CI", "").lower() == "true"
+
+
+def expects_emulation() -> bool:
+    """This matrix cell expects the host to emulate foreign images (HARNESS_EXPECT_EMULATION=1)."""
+    return os.environ.get(EXPECT_EMULATION_ENV) == "1"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,6 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
     group.addoption("--kind-bin", default=None, help="the kind binary to use")
     group.addoption("--artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
+    group.addoption("--report-dir", default="reports", help="where the reports of scenario items are written")
     group.addoption("--keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
     group.addoption(
         "--require-e2e",
@@ -46,12 +74,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=_require_e2e_default(),
         help="a skipped e2e test fails the run (default when CI=true or HARNESS_REQUIRE_E2E=1)",
     )
+    parser.addini(
+        "incident_harness",
+        type="bool",
+        default=False,
+        help="activate the incident-harness plugin (also: [tool.incident-harness] in pyproject.toml)",
+    )
+
+
+def _loaded_explicitly(config: pytest.Config) -> bool:
+    named = list(getattr(config.known_args_namespace, "plugins", None) or [])
+    named += [p.strip() for p in os.environ.get("PYTEST_PLUGINS", "").split(",")]
+    return any(name in PLUGIN_NAMES for name in named)
+
+
+def is_active(config: pytest.Config) -> bool:
+    """Whether this pytest session opted in (see the module docstring)."""
+    if _loaded_explicitly(config):
+        return True
+    try:
+        if config.getini("incident_harness"):
+            return True
+    except ValueError:
+        pass
+    try:
+        return find_project(start=config.rootpath).configured
+    except HarnessError:
+        return False
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs a real kind cluster and a Docker engine")
     config.addinivalue_line("markers", "scenario: runs a scenario file end to end")
     config.addinivalue_line("markers", "emulation: registers a QEMU binfmt_misc handler on the host (kernel-wide)")
+    config.stash[_ACTIVE] = is_active(config)
+
+
+def _active(config: pytest.Config) -> bool:
+    return config.stash.get(_ACTIVE, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports: skips of e2e tests, harness errors, evidence of failed tests
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -59,88 +123,151 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     rep: pytest.TestReport = outcome.get_result()
     setattr(item, f"harness_rep_{rep.when}", rep)
-    if rep.skipped and item.get_closest_marker("e2e") and item.config.getoption("--require-e2e"):
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        rep.outcome = "failed"
-        rep.longrepr = f"e2e test skipped but --require-e2e is set: {reason}"
+    if _active(item.config):
+        if rep.skipped and item.get_closest_marker("e2e") and item.config.getoption("--require-e2e"):
+            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+            rep.outcome = "failed"
+            rep.longrepr = f"e2e test skipped but --require-e2e is set: {reason}"
+        elif rep.failed and call.excinfo is not None and isinstance(call.excinfo.value, HarnessError):
+            # An error a user can meet: its cause and remedy, not a traceback.
+            rep.longrepr = f"{type(call.excinfo.value).__name__}: {call.excinfo.value}"
     if rep.when == "call" and rep.failed:
-        ns: _Namespace | None = getattr(item, "harness_namespace", None)
+        # Only tests that used harness_namespace (they asked for the harness) have evidence to save.
+        ns: _TestNamespace | None = getattr(item, "harness_namespace", None)
         if ns is not None:
-            directory = ns.collect(item.config.getoption("--artifacts-dir"), item.name)
+            directory = ns.collect(Path(item.config.getoption("--artifacts-dir")), item.name)
             rep.sections.append(("incident-harness evidence", f"saved in {directory}"))
 
 
-@pytest.fixture(scope="session")
-def harness_cluster(request: pytest.FixtureRequest) -> Iterator[KindCluster]:
-    """The session's kind cluster: reused when one of that name exists, else created."""
-    opt = request.config.getoption
-    cluster = KindCluster(
-        name=opt("--cluster-name") or default_name(), node_image=opt("--node-image"), kind_bin=opt("--kind-bin")
-    )
-    try:
-        tools.ensure_engine()
-        tools.kind_binary(cluster.kind_bin)
-    except HarnessError as exc:
-        pytest.skip(f"no kind cluster possible here: {exc.cause} ({exc.remedy})")
-    cluster.create()
-    yield cluster
-    if not cluster.reused and not opt("--keep-cluster"):
-        cluster.delete()
+# ---------------------------------------------------------------------------------------------
+# The session shared by fixtures and scenario items
 
 
 @dataclass
-class _Namespace:
-    cluster: KindCluster
-    name: str
-    selectors: list[str] = field(default_factory=list)
+class _SharedSession:
+    """The pytest session's harness Session, opened on first use and closed at the end."""
 
-    def collect(self, artifacts_dir: str, test_name: str) -> Path:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        directory = Path(artifacts_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', test_name)}-{stamp}"
-        return self.cluster.collect_evidence(self.name, ",".join(self.selectors), directory)
+    config: pytest.Config
+    session: Session | None = None
+    unavailable: str | None = None
+    failed: HarnessError | None = None
+
+    def get(self) -> Session:
+        if self.unavailable is not None:
+            pytest.skip(self.unavailable)
+        if self.session is None:
+            opt = self.config.getoption
+            try:
+                tools.ensure_engine()
+                tools.kind_binary(opt("--kind-bin"))
+            except HarnessError as exc:
+                self.unavailable = f"no kind cluster possible here: {exc.cause} ({exc.remedy})"
+                pytest.skip(self.unavailable)
+            if self.failed is not None:
+                raise self.failed  # the cluster could not be made once: not again for every test
+            try:
+                self.session = Session.open(
+                    name=opt("--cluster-name") or default_name(),
+                    node_image=opt("--node-image"),
+                    kind_bin=opt("--kind-bin"),
+                    keep_cluster=bool(opt("--keep-cluster")),
+                    say=_say(self.config),
+                )
+            except HarnessError as exc:
+                self.failed = exc
+                raise
+        return self.session
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
 
 
-@pytest.fixture
-def harness_namespace(request: pytest.FixtureRequest, harness_cluster: KindCluster) -> Iterator[str]:
-    """A fresh namespace for the test, deleted afterwards (kept on failure when asked)."""
-    harness_cluster.guard()
-    name = workload.create_namespace(harness_cluster.core, re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:30])
-    ns = _Namespace(harness_cluster, name)
-    request.node.harness_namespace = ns
-    yield name
-    call = getattr(request.node, "harness_rep_call", None)
-    failed = call is not None and call.failed
-    if not (failed and request.config.getoption("--keep-namespace-on-failure")):
-        workload.delete_namespace(harness_cluster.core, name)
+def _say(config: pytest.Config) -> Callable[[str], None]:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(line: str) -> None:
+        if reporter is not None and ("clean-up" in line or "remove it later" in line):
+            reporter.write_line(f"incident-harness: {line.strip()}")
+
+    return say
+
+
+def shared_session(config: pytest.Config) -> Session:
+    """The harness Session of this pytest session (the one harness_session returns)."""
+    if _SESSION not in config.stash:
+        shared = _SharedSession(config)
+        config.stash[_SESSION] = shared
+        config.add_cleanup(shared.close)
+    return config.stash[_SESSION].get()
 
 
 @pytest.fixture(scope="session")
-def image_builder(harness_cluster: KindCluster) -> Callable[..., str]:
+def harness_session(request: pytest.FixtureRequest) -> Session:
+    """The session's harness Session: its kind cluster is reused when one of that name exists, else created."""
+    return shared_session(request.config)
+
+
+@pytest.fixture(scope="session")
+def harness_cluster(harness_session: Session) -> KindCluster:
+    """The session's kind cluster (not named kind_cluster: pytest-kind-ng owns that name)."""
+    return harness_session.cluster
+
+
+@dataclass
+class _TestNamespace:
+    session: Session
+    name: str
+    selectors: list[str] = field(default_factory=list)
+
+    def collect(self, artifacts_dir: Path, test_name: str) -> Path:
+        return self.session.collect_evidence(artifacts_dir, test_name, self.name, ",".join(self.selectors))
+
+
+@pytest.fixture
+def harness_namespace(request: pytest.FixtureRequest, harness_session: Session) -> Iterator[str]:
+    """A fresh namespace for the test, deleted afterwards (kept on failure when asked)."""
+    name = harness_session.create_namespace(request.node.name)
+    request.node.harness_namespace = _TestNamespace(harness_session, name)
+    yield name
+    call = getattr(request.node, "harness_rep_call", None)
+    failed = call is not None and call.failed
+    if failed and request.config.getoption("--keep-namespace-on-failure"):
+        harness_session.keep_namespace(name)
+    else:
+        harness_session.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def image_builder(harness_session: Session) -> Callable[..., str]:
     """build(context, platform, repository=..., dockerfile=..., build_args=..., load=True) -> image ref."""
 
     def build(context: Path, platform: Platform | str, *, repository: str, load: bool = True, **kwargs: Any) -> str:
         target = parse_platform(platform) if isinstance(platform, str) else platform
-        built = images.build_image(context, target, repository=repository, **kwargs)
-        if load:
-            harness_cluster.load_image(built.ref)
-        return built.ref
+        return harness_session.build_image(context, target, repository=repository, load=load, **kwargs).ref
 
     return build
 
 
 @pytest.fixture
-def deploy(
-    request: pytest.FixtureRequest, harness_cluster: KindCluster, harness_namespace: str
-) -> Callable[..., workload.Workload]:
+def deploy(request: pytest.FixtureRequest, harness_session: Session, harness_namespace: str) -> Callable[..., Any]:
     """deploy(manifests or objects, image=..., pull_policy="IfNotPresent", ...) -> Workload in the test's namespace."""
 
     def apply(source: list[Path] | list[dict[str, Any]], **render_args: Any) -> workload.Workload:
-        harness_cluster.guard()
-        paths = [p for p in source if isinstance(p, Path)]
-        docs = workload.load_manifests(paths) if paths else [d for d in source if isinstance(d, dict)]
+        docs: list[dict[str, Any]] = []
+        origins: list[str] = []
+        for entry in source:
+            if isinstance(entry, Path):
+                loaded = workload.load_manifests([entry])
+                docs += loaded
+                origins += [str(entry)] * len(loaded)
+            else:
+                docs.append(entry)
+                origins.append(f"{request.node.name} (an object in code)")
         render_args.setdefault("pull_policy", "IfNotPresent")
         rendered = workload.render(docs, namespace=harness_namespace, **render_args)
-        applied = workload.apply(harness_cluster.api_client(), rendered)
+        applied = harness_session.apply(rendered, origins=origins)
         request.node.harness_namespace.selectors.append(applied.selector)
         return applied
 
@@ -148,24 +275,173 @@ def deploy(
 
 
 @pytest.fixture
-def expect_outcome(harness_cluster: KindCluster) -> Callable[..., Verdict]:
-    """expect_outcome(workload, Outcome.X, timeout=120, **watch_args) -> Verdict; fails with the evidence."""
+def expect_outcome(harness_session: Session) -> Callable[..., Verdict]:
+    """expect_outcome(workload, Outcome.X, timeout=120, **watch_args) -> Verdict; fails with the evidence.
+
+    Supervised like the CLI's watch: a cluster that stops answering raises ClusterGone. When an
+    image ran under emulation and the test did not expect that, the test is skipped as masked
+    (so --require-e2e fails it): the outcome it asks about cannot show on this host.
+    """
 
     def expect(
         applied: workload.Workload, wanted: Outcome | set[Outcome], timeout: float = 120, **kwargs: Any
     ) -> Verdict:
-        verdict = outcomes.watch_workload(
-            harness_cluster.core, applied.namespace, applied.selector, expect=wanted, timeout=timeout, **kwargs
-        )
+        watched = harness_session.watch(applied, expect=wanted, timeout=timeout, **kwargs)
+        verdict = watched.verdict
         if not verdict.satisfies(wanted):
-            from harness.report import render_timeline
-
             labels = " or ".join(sorted(o.label for o in ({wanted} if isinstance(wanted, Outcome) else wanted)))
+            if watched.masked:
+                pytest.skip(f"masked by emulation: expected {labels}, but {watched.emulation}")
             pytest.fail(
                 f"expected {labels}, got {verdict.outcome.label}: {verdict.summary}\n"
-                f"{render_timeline(verdict.timeline)}",
+                f"{report.render_timeline(verdict.timeline)}",
                 pytrace=False,
             )
         return verdict
 
     return expect
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenario files as test items
+
+
+def _project(config: pytest.Config) -> Project:
+    if _PROJECT not in config.stash:
+        config.stash[_PROJECT] = find_project(start=config.rootpath)
+    return config.stash[_PROJECT]
+
+
+def is_scenario_file(path: Path) -> bool:
+    """A YAML file whose top level says apiVersion incident-harness/v1 (a manifest or README is not)."""
+    if path.suffix not in (".yaml", ".yml") or path.name.startswith("_"):
+        return False
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and data.get("apiVersion") == API_VERSION
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    config = parent.config
+    if not _active(config) or file_path.suffix not in (".yaml", ".yml"):
+        return None
+    try:
+        scenarios_dir = _project(config).scenarios_dir
+    except HarnessError:
+        return None
+    if not file_path.resolve().is_relative_to(scenarios_dir) or not is_scenario_file(file_path):
+        return None
+    collector: pytest.Collector = ScenarioFile.from_parent(parent, path=file_path)
+    return collector
+
+
+class ScenarioFile(pytest.File):
+    """A scenario file: one item, named after the scenario (the file's stem when it does not load)."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from harness import scenario
+
+        try:
+            name = scenario.load(self.path, **_load_args(self.config)).name
+        except HarnessError:
+            name = self.path.stem
+        item = ScenarioItem.from_parent(self, name=name)
+        item.add_marker(pytest.mark.e2e)
+        item.add_marker(pytest.mark.scenario)
+        yield item
+
+
+def _load_args(config: pytest.Config) -> dict[str, Any]:
+    """scenario.load's project keyword where this version of it takes one."""
+    import inspect
+
+    from harness import scenario
+
+    if "project" in inspect.signature(scenario.load).parameters:
+        return {"project": _project(config)}
+    return {}
+
+
+class ScenarioFailed(Exception):
+    """A scenario item whose run did not meet its expectations (or could not run)."""
+
+
+class ScenarioItem(pytest.Item):
+    """One scenario file run end to end through the runner on the shared session."""
+
+    def runtest(self) -> None:
+        from harness import scenario
+        from harness.runner import ExitStatus, RunOptions, run_scenario
+
+        loaded = scenario.load(self.path, **_load_args(self.config))
+        session = shared_session(self.config)
+        said: list[str] = []
+        opt = self.config.getoption
+        result = run_scenario(
+            loaded,
+            RunOptions(
+                session=session,
+                report_dir=Path(opt("--report-dir")),
+                artifacts_dir=Path(opt("--artifacts-dir")),
+                say=said.append,
+            ),
+        )
+        self.harness_result = result
+        status = result.exit_status
+        paths = "\n".join(f"report: {p}" for p in result.report_paths)
+        self.user_properties.append(("exit_status", int(status)))
+        if status is ExitStatus.OK:
+            return
+        if status is ExitStatus.MASKED_BY_EMULATION:
+            if expects_emulation():
+                check_says_masked(result.report)
+                return
+            pytest.skip(
+                f"masked by emulation: {result.report.emulation}; the incident cannot show on this host "
+                f"(set {EXPECT_EMULATION_ENV}=1 where the matrix cell expects emulation)"
+            )
+        if status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED, ExitStatus.HANGUP):
+            raise KeyboardInterrupt
+        evidence = "\n".join(f"evidence: {a}" for a in result.report.artifacts)
+        raise ScenarioFailed(
+            f"{report.render_terminal(result.report)}\n{paths}\n{evidence}\n\nrun log (last lines):\n"
+            + "\n".join(said[-30:])
+        )
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailed | HarnessError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"scenario {self.name}"
+
+
+def check_says_masked(run: report.RunReport) -> None:
+    """A masked run's report says masked, and claims neither a pass, health nor a reproduction."""
+    problems = []
+    if not run.emulation:
+        problems.append("the report does not name the emulation that masked the run")
+    if not run.verdicts or run.verdicts[0].verdict.outcome is not Outcome.RAN_EMULATED:
+        problems.append("the incident verdict is not 'Ran under emulation'")
+    if run.symptoms_reproduced or run.fix_verified is not None:
+        problems.append("symptoms or a fix were claimed on a masked run")
+    text = report.render_terminal(run)
+    if "masked" not in text.lower():
+        problems.append("the terminal report does not say masked")
+    if problems:
+        raise ScenarioFailed("; ".join(problems) + "\n" + text)
+
+
+__all__ = [
+    "EXPECT_EMULATION_ENV",
+    "ScenarioFile",
+    "ScenarioItem",
+    "check_says_masked",
+    "expects_emulation",
+    "is_active",
+    "is_scenario_file",
+    "shared_session",
+]

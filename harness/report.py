@@ -183,9 +183,11 @@ def _cause_markdown(cause: Cause, node_platform: str) -> list[str]:
         term = f" ({_cell(cause.termination_reason)})" if cause.termination_reason else ""
         out.append(f"- Exit code: {cause.exit_code}{term}")
     if cause.exec_format_error:
+        # Only what was seen: the kernel refused to execute the entrypoint. Whether the image is for
+        # another CPU is the cause's to say (from the image's platform), not this line's.
         out.append(
-            "- **exec format error**: the image's binaries are built for another CPU architecture than the "
-            f"node's. Rebuild for the node's platform (`docker buildx build --platform {node_platform or 'linux/<arch>'}`)."
+            "- **exec format error**: the node's kernel could not execute the container's entrypoint "
+            f"(node platform {node_platform or 'unknown'}); see the reason above for what the evidence shows."
         )
     if cause.message:
         out.append(f"- Message: {_cell(' '.join(cause.message.split()))}")
@@ -209,6 +211,7 @@ def _verdict_markdown(index: int, vr: VerdictReport, node_platform: str) -> list
         f"- Pods: {', '.join(f'`{p}`' for p in v.pods) or '(none)'}",
         f"- Restarts (max): {v.restarts}; ready seen: {'yes' if v.ready_seen else 'no'}",
         f"- States seen: {', '.join(sorted(v.phases_seen)) or '(none)'}",
+        *_seen_lines(v),
     ]
     if v.selector or v.namespace:
         out.append(f"- Watched: `{v.selector or '(all pods)'}` in namespace `{v.namespace}`")
@@ -226,6 +229,40 @@ def _verdict_markdown(index: int, vr: VerdictReport, node_platform: str) -> list
             "</details>",
             "",
         ]
+    return out
+
+
+_SEEN_FIELDS: Final = (
+    ("waiting_reasons_seen", "Waiting reasons seen"),
+    ("terminated_reasons_seen", "Terminated reasons seen"),
+    ("exit_codes_seen", "Exit codes seen"),
+    ("probe_failures_seen", "Probe failures seen"),
+)
+
+
+def _seen(v: Verdict, name: str) -> list[str] | None:
+    """A Verdict's set field as sorted text (None where this Verdict has no such field)."""
+    value = getattr(v, name, None)
+    return None if value is None else sorted(str(x) for x in value)
+
+
+def _seen_lines(v: Verdict) -> list[str]:
+    out = []
+    for name, label in _SEEN_FIELDS:
+        values = _seen(v, name)
+        if values:
+            out.append(f"- {label}: {', '.join(values)}")
+    health = getattr(v, "health", None)
+    if health is not None:
+        out.append(
+            f"- Health evidence: {_cell(getattr(health, 'source', ''))}: {_cell(getattr(health, 'detail', ''))}"
+            f" (at {float(getattr(health, 'seconds', 0.0)):.1f} s)"
+        )
+    for run in getattr(v, "images_ran", ()) or ():
+        out.append(
+            f"- Image ran: `{getattr(run, 'image', '')}` ({getattr(run, 'image_id', '') or 'no image ID'}) in pod "
+            f"`{getattr(run, 'pod', '')}` container `{getattr(run, 'container', '')}` on `{getattr(run, 'node', '')}`"
+        )
     return out
 
 
@@ -291,7 +328,7 @@ def cause_to_dict(c: Cause) -> dict[str, Any]:
 
 
 def verdict_to_dict(v: Verdict) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "outcome": v.outcome.value,
         "outcome_label": v.outcome.label,
         "summary": v.summary,
@@ -308,6 +345,23 @@ def verdict_to_dict(v: Verdict) -> dict[str, Any]:
         "cause": cause_to_dict(v.cause) if v.cause is not None else None,
         "timeline": [evidence_to_dict(e) for e in v.timeline],
     }
+    for name, _label in _SEEN_FIELDS:
+        values = getattr(v, name, None)
+        if values is not None:
+            data[name] = sorted(values)
+    health = getattr(v, "health", None)
+    if health is not None:
+        data["health"] = {
+            "source": getattr(health, "source", ""),
+            "detail": getattr(health, "detail", ""),
+            "seconds": getattr(health, "seconds", 0.0),
+        }
+    ran = getattr(v, "images_ran", None)
+    if ran is not None:
+        data["images_ran"] = [
+            {k: getattr(r, k, "") for k in ("pod", "container", "image", "image_id", "node")} for r in ran
+        ]
+    return data
 
 
 def run_to_dict(run: RunReport) -> dict[str, Any]:

@@ -1,53 +1,66 @@
-"""The runner: turns a scenario into steps and a verdict.
+"""The runner: a scenario's steps on a session, and its verdict.
 
-    validate -> cluster -> build images per platform -> verify platform -> load (verify on node)
-    -> apply workload -> watch, classify, collect evidence -> compare with the expectation
-    -> fix steps -> watch again -> verdict + report
+    validate -> session (cluster) -> build images per platform -> load (verify on node)
+    -> apply workload -> supervised watch, classify, evidence -> compare with the expectation
+    -> fix steps -> watch pods created after the fix -> verdict + report
 
-Each step is try / catch / finally: on failure the evidence (describe, events, logs, kind's
-logs) is saved before clean-up, and clean-up runs in reverse order.
-
-A cluster that stops answering must end the run with ClusterGone (exit status 3), never with a
-verdict: a paused or frozen node still accepts TCP connections but never answers, so a watch
-alone would sit until its deadline and report a wrong Timeout. Watches therefore run in a
-helper thread while the runner probes the API server; clean-up is bounded in time; Ctrl-C
-(KeyboardInterrupt) always runs the clean-up.
+The session (harness.session) owns the cluster, supervision, the emulation check, bounded
+evidence and clean-up; the runner maps the scenario onto its calls and judges. Each step is
+try / finally: on failure the evidence is saved before clean-up, and clean-up runs in reverse
+order. Ctrl-C (and, where installed, SIGTERM and SIGHUP as harness.errors.Interrupted) always
+runs the clean-up, and the report says in which step the run stopped.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from functools import partial
 from pathlib import Path
-from types import FrameType
-from typing import TypeVar
+from typing import Any
 
 import urllib3
-from kubernetes import client as k8s
 
-from harness import images, outcomes, platforms, signals, tools, workload
-from harness.cluster import BoundedApiClient, KindCluster
-from harness.errors import ClusterGone, HarnessError
+from harness import images, outcomes, platforms, signals, workload
+from harness.cluster import KindCluster
+from harness.errors import HarnessError
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import Platform
 from harness.report import RunReport, StepReport, StepStatus, VerdictReport, write_reports
-from harness.scenario import Expected, ImageSpec, Scenario, Symptom
+from harness.scenario import Expected, ImageSpec, Scenario, ScenarioError, Symptom
+from harness.session import (
+    API_PROBE_INTERVAL,
+    API_PROBE_TIMEOUT,
+    CLEANUP_SECONDS,
+    CLUSTER_GONE_AFTER,
+    BadInput,
+    Session,
+    api_problem,
+    cluster_gone,
+    first_line,
+)
 
 PYTHON_BASE_PLACEHOLDER = "{python-base}"
 OFFICIAL_PYTHON_BASE = "python:3.11-slim"
-API_PROBE_TIMEOUT = 5.0  # one probe of the API server (GET /version) may take this long
-API_PROBE_INTERVAL = 5.0  # seconds between probes while a watch runs
-API_GONE_AFTER = 15.0  # probes failing for this long: the cluster is gone (ClusterGone)
-CLEANUP_SECONDS = 30.0  # one clean-up action may take this long
+API_GONE_AFTER = CLUSTER_GONE_AFTER  # the session's one "cluster gone" rule (old name)
 
-T = TypeVar("T")
+__all__ = [
+    "API_GONE_AFTER",
+    "API_PROBE_INTERVAL",
+    "API_PROBE_TIMEOUT",
+    "CLEANUP_SECONDS",
+    "ExitStatus",
+    "RunOptions",
+    "RunResult",
+    "SymptomCheck",
+    "api_problem",
+    "check_symptom",
+    "cluster_gone",
+    "run_scenario",
+]
 
 
 class ExitStatus(IntEnum):
@@ -55,17 +68,21 @@ class ExitStatus(IntEnum):
 
     OK = 0  # every expectation met: incident reproduced (and fix verified)
     EXPECTATION_FAILED = 1  # a symptom did not show, or the fix did not hold
-    BAD_INPUT = 2  # the scenario file or the command line is wrong
+    BAD_INPUT = 2  # the scenario file, a manifest (rejected by the API server) or the command line is wrong
     ENVIRONMENT = 3  # Docker, kind or the cluster failed or vanished
     MASKED_BY_EMULATION = 4  # the foreign image RAN under emulation: not reproducible on this host
-    HANGUP = 129  # SIGHUP (128 + 1)
-    INTERRUPTED = 130  # SIGINT, Ctrl-C (128 + 2)
-    TERMINATED = 143  # SIGTERM (128 + 15): a CI cancel, `timeout`, `docker stop`
+    HANGUP = 129  # SIGHUP
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM
+    HUP = 129  # aliases: the signals' short names
+    INT = 130
+    TERM = 143
 
 
 @dataclass
 class RunOptions:
-    cluster: KindCluster | None = None
+    session: Session | None = None  # a session to run on (the plugin's); else one is opened and closed
+    cluster: KindCluster | None = None  # a cluster to run on (a session is opened on it)
     cluster_name: str | None = None
     node_image: str | None = None
     kind_bin: str | None = None
@@ -75,7 +92,7 @@ class RunOptions:
     artifacts_dir: Path = Path("artifacts")
     on_evidence: Callable[[Evidence], None] | None = None
     say: Callable[[str], None] = print
-    api_gone_after: float = API_GONE_AFTER
+    api_gone_after: float = CLUSTER_GONE_AFTER
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,7 @@ class RunResult:
     verdicts: list[VerdictReport]
     report_paths: tuple[Path, ...] = ()
     images: dict[str, str] = field(default_factory=dict)
+    fix_checks: list[SymptomCheck] = field(default_factory=list)
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -107,18 +125,19 @@ class _Run:
         self.o = options
         self.started = datetime.now(UTC)
         self.steps: list[StepReport] = []
+        self.current_step = ""
         self.verdicts: list[VerdictReport] = []
         self.symptoms: list[SymptomCheck] = []
+        self.fix_checks: list[SymptomCheck] = []
         self.facts: dict[str, str] = {}
-        self.cleanups: list[tuple[str, Callable[[], None]]] = []
         self.built: dict[str, str] = {}
-        self.cluster: KindCluster | None = options.cluster
-        self.node_platform: Platform | None = None
-        self.emulation: platforms.EmulationState | None = None
+        self.session: Session | None = options.session
+        self.owns_session = False
         self.namespace = ""
         self.work: workload.Workload | None = None
         self.fix_verified: bool | None = None
         self.masked = False
+        self.emulation_note: str | None = None
         self.artifacts: list[str] = []
 
     # -- steps ---------------------------------------------------------------------------------
@@ -126,84 +145,60 @@ class _Run:
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         began = time.monotonic()
+        self.current_step = name
         self.o.say(f"==> {name}")
         try:
             try:
                 yield
             except urllib3.exceptions.HTTPError as exc:  # a call that timed out or lost its connection
-                raise self._unanswered(name, exc) from exc
+                if self.session is None:
+                    raise HarnessError(f"{name}: {first_line(exc)}") from exc
+                raise self.session.unanswered(name, exc) from exc
         except BaseException as exc:
-            self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.FAILED, _first_line(exc)))
+            self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.FAILED, first_line(exc)))
             raise
         self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.OK))
 
-    def _unanswered(self, step: str, exc: BaseException) -> HarnessError:
-        """What an API call that got no answer means: the cluster stopped answering, or (rarely) one slow call."""
-        if self.cluster is None:
-            return HarnessError(f"{step}: {_first_line(exc)}")
-        problem = api_problem(self.cluster.kubeconfig)
-        if problem is None:
-            return HarnessError(
-                f"{step}: an API call of cluster {self.cluster.name!r} got no answer ({_first_line(exc)[:200]}), "
-                "though the API server answers now",
-                "run again; if it repeats, look at the API server's load ('make doctor')",
-            )
-        return cluster_gone(self.cluster.name, f"stopped answering during '{step}' ({problem}): no verdict")
-
-    def prepare_cluster(self) -> None:
+    def open_session(self) -> None:
         with self.step("cluster"):
-            if self.cluster is None:
-                self.cluster = KindCluster(
-                    name=self.o.cluster_name or KindCluster().name,
-                    node_image=self.o.node_image or self.s.node_image,
-                    kind_bin=self.o.kind_bin,
-                    workers=self.s.workers,
-                )
-                existed = self.cluster.exists()
-                try:
-                    self.cluster.create()
-                except KeyboardInterrupt:
-                    # A half-made cluster would be "reused" by the next run and never answer.
-                    if not existed:
-                        self.o.say(f"    interrupted: deleting the half-made cluster {self.cluster.name}")
-                        _bounded(partial(_delete_half_made, self.cluster), 120, f"delete cluster {self.cluster.name}")
-                    raise
-                if not self.cluster.reused and not self.o.keep_cluster:
-                    self.cleanups.append(("delete cluster", self.cluster.delete))
-            self.cluster.guard()
-            nodes = self.cluster.core.list_node().items
-            self.node_platform = platforms.node_platform(
-                self.cluster.core.api_client.sanitize_for_serialization(nodes[0])
-            )
-            self.emulation = platforms.read_binfmt()
+            if self.session is None:
+                if self.o.cluster is not None:
+                    self.session = Session(self.o.cluster, say=self.o.say, gone_after=self.o.api_gone_after)
+                else:
+                    self.session = Session.open(
+                        name=self.o.cluster_name,
+                        node_image=self.o.node_image or self.s.node_image,
+                        kind_bin=self.o.kind_bin,
+                        workers=self.s.workers,
+                        keep_cluster=self.o.keep_cluster,
+                        say=self.o.say,
+                    )
+                self.owns_session = True
+            session = self.session
+            cluster = session.cluster
             self.facts.update(
                 {
-                    "cluster": f"{self.cluster.name} ({'reused' if self.cluster.reused else 'created'})",
-                    "node image": self.cluster.node_image or "(existing cluster)",
-                    "node platform": str(self.node_platform),
+                    "cluster": f"{cluster.name} ({'reused' if cluster.reused else 'created'})",
+                    "node image": cluster.node_image or "(existing cluster)",
+                    "node platform": str(session.node_platform),
                     "host platform": str(platforms.host_platform()),
-                    "emulation": self.emulation.describe(),
-                    "kubeconfig": str(self.cluster.kubeconfig),
+                    "emulation": session.emulation.describe(),
+                    "kubeconfig": str(cluster.kubeconfig),
                 }
             )
 
-    def resolve_platform(self, word: str) -> Platform:
-        assert self.node_platform is not None
-        if word == "native":
-            return self.node_platform
-        if word == "foreign":
-            other = "arm64" if self.node_platform.architecture == "amd64" else "amd64"
-            return platforms.parse_platform(f"linux/{other}")
-        return platforms.parse_platform(word)
+    @property
+    def sess(self) -> Session:
+        assert self.session is not None
+        return self.session
 
     def build_and_load(self, name: str) -> str:
         """Build image `name` of the scenario for its platform(s), verify, load, verify on nodes."""
         if name in self.built:
             return self.built[name]
         spec = self.s.images[name]
-        assert self.cluster is not None
         words = spec.platforms or (spec.platform,)
-        targets = [self.resolve_platform(w) for w in words]
+        targets = [self.sess.platform(w) for w in words]
         with self.step(f"build {name} for {', '.join(str(t) for t in targets)}"):
             built = [self._build_one(spec, t) for t in targets]
             for b in built:
@@ -211,14 +206,9 @@ class _Run:
         with self.step(f"load {name} into the nodes"):
             if len(built) == 1:
                 ref = built[0].ref
-                self.cluster.load_image(ref)
+                self.sess.load_image(ref, [built[0].platform])
             else:
-                digest = "-".join(b.ref.rsplit("-", 1)[-1][:6] for b in built)
-                ref = f"incident-harness/{name}:multi-{digest}"
-                archive = tools.cache_dir() / "indexes" / f"{name}-multi-{digest}.tar"
-                archive.parent.mkdir(parents=True, exist_ok=True)
-                images.build_index(built, archive, ref)
-                self.cluster.load_archive(archive, [ref])
+                ref = self.sess.load_index(built, name)
             self.o.say(f"    {ref} present on every node (crictl)")
         self.built[name] = ref
         return ref
@@ -226,9 +216,10 @@ class _Run:
     def _build_one(self, spec: ImageSpec, platform: Platform) -> images.BuiltImage:
         context = images.prepare_context(spec.prepare) if spec.prepare is not None else spec.context
         args = {k: self._fill(v, platform) for k, v in spec.build_args.items()}
-        return images.build_image(
+        return self.sess.build_image(
             context,
             platform,
+            load=False,
             dockerfile=spec.dockerfile,
             build_args=args,
             repository=f"incident-harness/{spec.name}",
@@ -238,29 +229,25 @@ class _Run:
     def _fill(self, value: str, platform: Platform) -> str:
         if PYTHON_BASE_PLACEHOLDER not in value:
             return value
-        assert self.cluster is not None
-        registry = (self.cluster.node_image or "").startswith("kindest/")
+        registry = (self.sess.cluster.node_image or "").startswith("kindest/")
         base = OFFICIAL_PYTHON_BASE if registry else images.ensure_python_base(platform)
         return value.replace(PYTHON_BASE_PLACEHOLDER, base)
 
     def apply_workload(self) -> None:
-        assert self.cluster is not None
         w = self.s.workload
         image = self.build_and_load(w.image)
         init_image = self.build_and_load(w.init_image) if w.init_image else None
         with self.step("apply workload"):
-            self.cluster.guard()
-            core = self.cluster.core
-            with _interrupts_deferred():  # a namespace created must be registered for clean-up
-                self.namespace = workload.create_namespace(core, self.s.name)
-                self.facts["namespace"] = self.namespace
-                if not self.o.keep_namespace:
-                    namespace = self.namespace
-                    self.cleanups.append(
-                        (f"delete namespace {namespace}", lambda: workload.delete_namespace(core, namespace))
-                    )
-            docs = workload.render(
-                workload.load_manifests(w.manifests),
+            docs: list[dict[str, Any]] = []
+            origins: list[str] = []
+            for path in w.manifests:
+                loaded = workload.load_manifests([path])
+                docs += loaded
+                origins += [str(path)] * len(loaded)
+            self.namespace = self.sess.create_namespace(self.s.name)
+            self.facts["namespace"] = self.namespace
+            rendered = workload.render(
+                docs,
                 namespace=self.namespace,
                 image=image,
                 container=w.container,
@@ -268,179 +255,107 @@ class _Run:
                 init_image=init_image,
                 patches=w.patch,
             )
-            api = self.cluster.api_client()
-            with self.supervised("applying the workload") as gate:
-                self.work = gate.run(lambda: workload.apply(api, docs, w.deployment))
+            self.work = self.sess.apply(rendered, deployment=w.deployment, origins=origins)
             self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
 
-    def _emulated_platform(self) -> Platform | None:
-        """The platform of a workload image (containers' or init containers') that these nodes
-        would run under emulation, if any: then the workload starts instead of failing."""
-        assert self.node_platform is not None and self.emulation is not None
-        w = self.s.workload
-        for name in (w.image, w.init_image):
-            spec = self.s.images[name] if name else None
-            if spec is None or spec.platforms:  # a multi-platform index: the node picks its own
-                continue
-            platform = self.resolve_platform(spec.platform)
-            if (
-                platforms.expected_outcome(platform, self.node_platform, self.emulation)
-                is platforms.Expectation.EMULATED
-            ):
-                return platform
-        return None
-
     def watch_incident(self) -> None:
-        assert self.cluster is not None and self.work is not None
+        assert self.work is not None
         expect = self.s.expect
-        wanted = expect.outcome
-        emulated_platform = self._emulated_platform()
-        emulated = emulated_platform is not None
-        if emulated_platform is not None:
-            assert self.node_platform is not None and self.emulation is not None
-            note = platforms.explain(emulated_platform, self.node_platform, self.emulation)
-            self.o.say(f"    emulation: {note}")
-            self.facts["emulation verdict"] = note
-            wanted = Outcome.RAN_EMULATED
-        with self.step(f"watch: expect {wanted.label}"), self.supervised("watching the workload") as gate:
-            cluster, work = self.cluster, self.work
-            verdict = gate.run(
-                lambda: outcomes.watch_workload(
-                    cluster.core,
-                    self.namespace,
-                    work.selector,
-                    expect=wanted,
-                    timeout=expect.timeout,
-                    on_evidence=gate.evidence(self.o.on_evidence),
-                    emulated=emulated,
-                    min_restarts=_min_restarts(expect),
-                )
+        note = self.sess.emulated(self.sess.workload_images(self.work))
+        planned = Outcome.RAN_EMULATED if note else expect.outcome
+        with self.step(f"watch: expect {planned.label}"):
+            watched = self.sess.watch(
+                self.work,
+                expect=expect.outcome,
+                timeout=expect.timeout,
+                on_evidence=self.o.on_evidence,
+                min_restarts=_min_restarts(expect),
             )
-        if not emulated and verdict.outcome in (Outcome.HEALTHY, Outcome.RAN_EMULATED):
-            # A foreign image that ran: a handler may have been registered while we watched.
-            self.emulation = platforms.read_binfmt()
-            if self._emulated_platform() is not None:
-                emulated, wanted = True, Outcome.RAN_EMULATED
-                note = "an emulator was registered on the host during the watch"
-                self.facts["emulation verdict"] = note
-                verdict = outcomes.mark_emulated(verdict, note)
+        verdict = watched.verdict
+        wanted = Outcome.RAN_EMULATED if watched.emulation else expect.outcome
+        if watched.emulation:
+            self.o.say(f"    emulation: {watched.emulation}")
+            self.facts["emulation verdict"] = watched.emulation
+            self.emulation_note = watched.emulation
         self.verdicts.append(VerdictReport.judge("incident", wanted, verdict))
-        self.masked = emulated and verdict.outcome is Outcome.RAN_EMULATED
-        self.symptoms = [] if self.masked else [_check(s, verdict) for s in expect.symptoms]
+        self.masked = watched.masked
+        self.symptoms = [] if self.masked else _checks(expect, verdict)
         for check in self.symptoms:
             self.o.say(f"    [{'x' if check.seen else ' '}] {check.symptom.describe()}  {check.detail}")
 
     def run_fix(self) -> None:
-        if not self.s.fix_steps or self.s.fix_expect is None or self.masked:
+        fe = self.s.fix_expect
+        if fe is None or self.masked:
             return
-        assert self.cluster is not None and self.work is not None
-        fix_started = datetime.now(UTC)
+        if not all(v.passed for v in self.verdicts) or not all(c.seen for c in self.symptoms):
+            self.o.say("    the incident did not reproduce: no fix is run (a fix verified on it would prove nothing)")
+            return
+        assert self.work is not None
         deployment = self.work.deployment
+        fix_started = datetime.now(UTC)
+        new_images: list[str] = []
         for step in self.s.fix_steps:
             if step.kind == "setImage":
                 ref = self.build_and_load(step.value)
+                new_images.append(ref)
                 with self.step(f"fix: set image {step.value}"):
-                    _need(deployment, "setImage")
-                    workload.set_image(
-                        self.cluster.apps,
+                    self.sess.set_image(
                         self.namespace,
-                        deployment,  # type: ignore[arg-type]
+                        _need(deployment, "setImage", self.s),
                         ref,
                         container=self.s.workload.container,
                         pull_policy=self.s.workload.pull_policy,
                     )
             elif step.kind == "rolloutRestart":
                 with self.step("fix: rollout restart"):
-                    _need(deployment, "rolloutRestart")
-                    workload.rollout_restart(self.cluster.apps, self.namespace, deployment)  # type: ignore[arg-type]
+                    self.sess.rollout_restart(self.namespace, _need(deployment, "rolloutRestart", self.s))
             elif step.kind == "rollback":
                 with self.step("fix: rollout undo"):
-                    _need(deployment, "rollback")
-                    workload.rollback(self.cluster.apps, self.namespace, deployment)  # type: ignore[arg-type]
-        fe = self.s.fix_expect
-        cluster, work = self.cluster, self.work
-        with self.step(f"watch fix: expect {fe.outcome.label}"), self.supervised("watching the fix") as gate:
-            if fe.deployment_available and deployment:
-                verdict = gate.run(
-                    lambda: outcomes.wait_deployment_available(
-                        cluster.apps,
-                        cluster.core,
-                        self.namespace,
-                        deployment,
-                        fe.timeout,
-                        on_evidence=gate.evidence(self.o.on_evidence),
-                    )
-                )
-            else:
-                verdict = gate.run(
-                    lambda: outcomes.watch_workload(
-                        cluster.core,
-                        self.namespace,
-                        work.selector,
-                        expect=fe.outcome,
-                        timeout=fe.timeout,
-                        on_evidence=gate.evidence(self.o.on_evidence),
-                        pod_filter=outcomes.created_after(fix_started),
-                    )
-                )
-        judged = VerdictReport.judge("fix", fe.outcome, verdict)
+                    self.sess.rollback(self.namespace, _need(deployment, "rollback", self.s))
+        with self.step(f"watch fix: expect {fe.outcome.label}"):
+            # Only pods created after the fix count: those of the broken revision prove nothing.
+            watched = self.sess.watch(
+                self.work,
+                expect=fe.outcome,
+                timeout=fe.timeout,
+                on_evidence=self.o.on_evidence,
+                pod_filter=outcomes.created_after(fix_started),
+                min_restarts=_min_restarts(fe),
+            )
+        verdict = watched.verdict
+        wanted = Outcome.RAN_EMULATED if watched.emulation else fe.outcome
+        judged = VerdictReport.judge("fix", wanted, verdict)
         self.verdicts.append(judged)
-        fix_checks = [_check(s, verdict) for s in fe.symptoms]
-        self.fix_verified = judged.passed and all(c.seen for c in fix_checks)
+        self.fix_checks = [*_checks(fe, verdict), *_after_fix_checks(verdict, new_images)]
+        for check in self.fix_checks:
+            self.o.say(f"    [{'x' if check.seen else ' '}] fix: {check.symptom.describe()}  {check.detail}")
+        if watched.masked:
+            self.masked = True
+            self.facts["emulation verdict"] = watched.emulation or ""
+            self.emulation_note = watched.emulation
+        self.fix_verified = judged.passed and not watched.masked and all(c.seen for c in self.fix_checks)
 
     # -- evidence and clean-up -------------------------------------------------------------------
 
     def collect_artifacts(self) -> None:
         """Describe, events and logs of the namespace, and kind's node logs, saved before clean-up."""
-        if self.cluster is None:
+        if self.session is None:
             return
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        directory = self.o.artifacts_dir / f"{self.s.name}-{stamp}"
-        problem = api_problem(self.cluster.kubeconfig)
-        if problem is None:
-            self.cluster.collect_evidence(self.namespace, self.work.selector if self.work else "", directory)
-        else:
-            # kubectl would wait for each command's timeout, and `kind export logs` hangs on a paused node.
-            directory.mkdir(parents=True, exist_ok=True)
-            paused = _paused_nodes(self.cluster.name)
-            note = f"the API server did not answer ({problem}): no describe, events or pod logs\n"
-            if paused:
-                note += f"node(s) paused: {', '.join(paused)}: no node logs ('docker unpause' them)\n"
-            else:
-                try:
-                    self.cluster.export_logs(directory / "kind-logs")
-                except HarnessError as exc:
-                    note += f"kind export logs failed: {_first_line(exc)}\n"
-            (directory / "evidence-missing.txt").write_text(note)
+        selector = self.work.selector if self.work else ""
+        directory = self.sess.collect_evidence(self.o.artifacts_dir, self.s.name, self.namespace, selector)
         self.artifacts.append(str(directory))
         self.o.say(f"    evidence saved in {directory}")
 
     def clean_up(self) -> None:
-        for what, action in reversed(self.cleanups):
-            try:
-                if what.startswith("delete namespace") and self.cluster is not None:
-                    problem = api_problem(self.cluster.kubeconfig)
-                    if problem is not None:
-                        raise ClusterGone(f"the API server does not answer ({problem})")
-                _bounded(action, CLEANUP_SECONDS, what)
-            except Exception as exc:  # noqa: BLE001 - clean-up must go on
-                self.o.say(f"    clean-up '{what}' failed: {_first_line(exc)}")
-                if what.startswith("delete namespace") and self.cluster is not None:
-                    self.o.say(
-                        f"    remove it later: {tools.kubectl_binary()} --kubeconfig {self.cluster.kubeconfig} "
-                        f"delete namespace {self.namespace}"
-                    )
-        self.cleanups.clear()
-
-    @contextmanager
-    def supervised(self, what: str) -> Iterator[_Supervisor]:
-        """A watch runs in a helper thread while the API server is probed (see the module docstring)."""
-        assert self.cluster is not None
-        gate = _Supervisor(self.cluster, what, self.o.api_gone_after)
-        try:
-            yield gate
-        finally:
-            gate.close()
+        if self.session is None:
+            return
+        if self.namespace:
+            if self.o.keep_namespace:
+                self.sess.keep_namespace(self.namespace)
+            else:
+                self.sess.delete_namespace(self.namespace)
+        if self.owns_session:
+            self.sess.close()
 
     def report(self, status: ExitStatus, error: str | None) -> RunReport:
         return RunReport(
@@ -448,7 +363,7 @@ class _Run:
             started=self.started,
             finished=datetime.now(UTC),
             host_platform=str(platforms.host_platform()),
-            node_platform=str(self.node_platform) if self.node_platform else "",
+            node_platform=self.facts.get("node platform", ""),
             exit_status=int(status),
             emulation=self.facts.get("emulation verdict"),
             steps=tuple(self.steps),
@@ -462,209 +377,59 @@ class _Run:
         )
 
 
-def api_problem(kubeconfig: Path, timeout: float = API_PROBE_TIMEOUT) -> str | None:
-    """None when the API server of kubeconfig answers GET /version within timeout, else why not.
-
-    No retries: a paused node accepts connections and then never answers; that must show
-    within the timeout, not after urllib3's retries.
-    """
-    try:
-        with BoundedApiClient.from_kubeconfig(kubeconfig, retries=False) as api:
-            k8s.VersionApi(api).get_code(_request_timeout=(timeout, timeout))
-    except Exception as exc:  # noqa: BLE001 - any failure means: not answering
-        text = _first_line(exc)
-        if "timed out" in text.lower():
-            return f"no answer within {timeout:.0f} s"
-        if "refused" in text.lower():
-            return "connection refused"
-        return text[:200] or type(exc).__name__
-    return None
-
-
-def cluster_gone(name: str, what: str) -> ClusterGone:
-    """ClusterGone for cluster name, with what to look at and how to recover."""
-    return ClusterGone(
-        f"cluster {name!r} {what}",
-        f"check its node with 'docker ps -a --filter label=io.x-k8s.kind.cluster={name}' "
-        f"(paused? stopped? gone?); unpause or delete it ('kind delete cluster --name {name}') and run again",
-    )
-
-
-class _Supervisor:
-    """Runs one watch in a helper thread; raises ClusterGone once the API server stops answering.
-
-    After it gave up (or on Ctrl-C), evidence from the abandoned watch is dropped: it would print
-    into the report, and a daemon thread caught writing to stdout at interpreter exit aborts the
-    process (SIGABRT, "could not acquire lock for <stdout>"). close() waits for a print under way.
-    """
-
-    def __init__(self, cluster: KindCluster, what: str, gone_after: float) -> None:
-        self.cluster = cluster
-        self.what = what
-        self.gone_after = gone_after
-        self.open = True
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        with self._lock:
-            self.open = False
-
-    def evidence(self, forward: Callable[[Evidence], None] | None) -> Callable[[Evidence], None] | None:
-        if forward is None:
-            return None
-
-        def gated(e: Evidence) -> None:
-            with self._lock:
-                if self.open:
-                    forward(e)
-
-        return gated
-
-    def run(self, fn: Callable[[], T]) -> T:
-        results: list[T] = []
-        errors: list[BaseException] = []
-        done = threading.Event()
-
-        def work() -> None:
-            try:
-                results.append(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                errors.append(exc)
-            finally:
-                done.set()
-
-        threading.Thread(target=work, name=f"harness: {self.what}", daemon=True).start()
-        failing_since: float | None = None
-        while not done.wait(API_PROBE_INTERVAL):
-            began = time.monotonic()
-            problem = api_problem(self.cluster.kubeconfig)
-            if done.is_set():
-                break
-            if problem is None:
-                failing_since = None
-                continue
-            failing_since = began if failing_since is None else failing_since
-            silent = time.monotonic() - failing_since
-            if silent >= self.gone_after:
-                self.close()
-                raise cluster_gone(
-                    self.cluster.name,
-                    f"stopped answering while {self.what} ({problem}; for {silent:.0f} s): no verdict",
-                )
-        if errors:
-            raise errors[0]
-        return results[0]
-
-
-def _delete_half_made(cluster: KindCluster, settle: float = 2.0, limit: float = 60.0) -> None:
-    """Delete a cluster whose creation was interrupted, until no node container of it is left.
-
-    The engine may still be finishing a `docker run` that the killed kind had sent: a container
-    can appear after the first delete, so the listing must stay empty for `settle` seconds.
-    """
-    deadline = time.monotonic() + limit
-    empty_since: float | None = None
-    while time.monotonic() < deadline:
-        listed = tools.run(
-            [tools.docker_binary(), "ps", "-a", "-q", "--filter", f"label=io.x-k8s.kind.cluster={cluster.name}"],
-            check=False,
-            timeout=30,
-        ).stdout.split()
-        if listed:
-            empty_since = None
-            cluster.delete()
-        elif empty_since is None:
-            empty_since = time.monotonic()
-        elif time.monotonic() - empty_since >= settle:
-            break
-        threading.Event().wait(0.5)
-    cluster.delete()  # its kubeconfig folder, and anything that appeared at the very end
-
-
-def _paused_nodes(cluster: str) -> list[str]:
-    """The node containers of a kind cluster that are paused (none when docker does not answer)."""
-    listed = tools.run(
-        [
-            tools.docker_binary(),
-            "ps",
-            "-a",
-            "--filter",
-            f"label=io.x-k8s.kind.cluster={cluster}",
-            "--format",
-            "{{.Names}} {{.State}}",
-        ],
-        check=False,
-        timeout=30,
-    ).stdout.splitlines()
-    return [line.split()[0] for line in listed if line.endswith(" paused")]
-
-
-def _bounded(action: Callable[[], object], seconds: float, what: str) -> None:
-    """Run action in a helper thread; HarnessError if it has not finished within seconds."""
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            action()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            errors.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name=f"harness: {what}", daemon=True).start()
-    if not done.wait(seconds):
-        raise HarnessError(
-            f"{what} did not finish within {seconds:.0f} s (is the cluster answering?)",
-            "check the cluster, then remove what is left by hand",
+def _validate(scenario: Scenario) -> None:
+    """What the runner cannot run, refused before anything is deployed."""
+    if scenario.fix_expect is not None and not scenario.fix_steps:
+        raise BadInput(
+            f"{scenario.path}: field 'fix.steps': at least one step (a fix that changes nothing verifies nothing)",
+            "add the step(s) that fixed the incident, or remove 'fix'",
         )
-    if errors:
-        raise errors[0]
 
 
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold back Ctrl-C while a resource is created and registered for clean-up; a second Ctrl-C goes through.
-
-    Only in the main thread, and only where Python's default SIGINT handler is installed.
-    """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    pending: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if pending:
-            raise KeyboardInterrupt
-        pending.append(signum)
-
-    signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        if pending:
-            raise KeyboardInterrupt
-
-
-def _need(deployment: str | None, step: str) -> None:
+def _need(deployment: str | None, step: str, scenario: Scenario) -> str:
     if not deployment:
-        raise HarnessError(f"fix step {step!r} needs a Deployment in the workload", "add one, or drop the step")
+        raise BadInput(
+            f"{scenario.path}: fix step {step!r} needs a Deployment in the workload",
+            "add one to the manifests (and name it in workload.deployment), or drop the step",
+        )
+    return deployment
 
 
 def _min_restarts(expect: Expected) -> int:
     return max([int(s.value) for s in expect.symptoms if s.kind == "restartsAtLeast"] or [0])
 
 
-def _check(symptom: Symptom, verdict: Verdict) -> SymptomCheck:
-    texts = [e.text for e in verdict.timeline]
+def _seen_set(verdict: Verdict, name: str) -> frozenset[object] | None:
+    """A Verdict set field by name (None where this Verdict has no such field)."""
+    value = getattr(verdict, name, None)
+    return frozenset(value) if value is not None else None
+
+
+def _shown(values: frozenset[object]) -> str:
+    return ", ".join(sorted(str(v) for v in values)) or "nothing"
+
+
+def check_symptom(symptom: Symptom, verdict: Verdict) -> SymptomCheck:
+    """Whether the verdict shows the symptom, looking only where the symptom's name says."""
     kind, value = symptom.kind, symptom.value
+    if isinstance(value, str) and not value.strip():
+        return SymptomCheck(symptom, False, "(an empty value matches nothing)")
     if kind in ("waitingReason", "terminatedReason"):
-        seen = value in verdict.phases_seen
-        return SymptomCheck(symptom, seen, f"(seen: {', '.join(sorted(verdict.phases_seen)) or 'nothing'})")
+        field_name = "waiting_reasons_seen" if kind == "waitingReason" else "terminated_reasons_seen"
+        seen = _seen_set(verdict, field_name)
+        if seen is None:  # a Verdict without separate reason sets: the mixed set is all there is
+            seen = frozenset(verdict.phases_seen)
+        return SymptomCheck(symptom, value in seen, f"(seen: {_shown(seen)})")
+    if kind == "exitCode":
+        codes = _seen_set(verdict, "exit_codes_seen")
+        if codes is None:
+            codes = frozenset(
+                {verdict.cause.exit_code} if verdict.cause and verdict.cause.exit_code is not None else ()
+            )
+        return SymptomCheck(symptom, int(value) in codes, f"(exit codes seen: {_shown(codes)})")
+    if kind == "probeFailed":
+        probes = _seen_set(verdict, "probe_failures_seen") or frozenset()
+        return SymptomCheck(symptom, str(value).lower() in probes, f"(probe failures seen: {_shown(probes)})")
     if kind == "restartsAtLeast":
         return SymptomCheck(symptom, verdict.restarts >= int(value), f"(restarts: {verdict.restarts})")
     if kind == "neverReady":
@@ -674,13 +439,52 @@ def _check(symptom: Symptom, verdict: Verdict) -> SymptomCheck:
         hit = next((line for line in lines if value in line), None)
         return SymptomCheck(symptom, hit is not None, f"({hit!r})" if hit else f"(log: {lines[-1:]!r})")
     if kind == "eventContains":
-        hit = next((t for t in texts if value in t), None)
-        return SymptomCheck(symptom, hit is not None, f"({hit!r})" if hit else "")
-    raise AssertionError(kind)
+        # Kubernetes events only (the tracker files probe-failure events as "probe"); never the harness's notes.
+        events = [e.text for e in verdict.timeline if e.kind in ("event", "probe")]
+        hit = next((t for t in events if value in t), None)
+        return SymptomCheck(symptom, hit is not None, f"({hit!r})" if hit else f"(in {len(events)} event(s))")
+    if kind == "deploymentAvailable":
+        healthy = verdict.outcome is Outcome.HEALTHY
+        return SymptomCheck(symptom, healthy, f"(judged by the watch: {verdict.outcome.label})")
+    raise AssertionError(f"unknown symptom {kind!r}")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _checks(expect: Expected, verdict: Verdict) -> list[SymptomCheck]:
+    checks = [check_symptom(s, verdict) for s in expect.symptoms]
+    if expect.deployment_available:
+        # Healthy means the Deployment is Available for its current revision (the watch waits for it).
+        checks.append(check_symptom(Symptom("deploymentAvailable", True), verdict))
+    return checks
+
+
+def _after_fix_checks(verdict: Verdict, new_images: list[str]) -> list[SymptomCheck]:
+    """The fix's expectation must be met by pods created after the fix (and running its image, when set)."""
+    checks = [
+        SymptomCheck(
+            Symptom("podsCreatedAfterFix", True),
+            bool(verdict.pods),
+            f"({len(verdict.pods)} pod(s) created after the fix)",
+        )
+    ]
+    ran = getattr(verdict, "images_ran", None)
+    if new_images and ran:
+        wrong = sorted({r.image for r in ran if r.image not in new_images})
+        checks.append(
+            SymptomCheck(
+                Symptom("runsFixImage", new_images[-1]),
+                not wrong,
+                f"(other images ran: {', '.join(wrong)})" if wrong else "",
+            )
+        )
+    return checks
+
+
+def _decide(run: _Run) -> ExitStatus:
+    if run.masked:
+        return ExitStatus.MASKED_BY_EMULATION
+    if not all(v.passed for v in run.verdicts) or not all(c.seen for c in run.symptoms) or run.fix_verified is False:
+        return ExitStatus.EXPECTATION_FAILED
+    return ExitStatus.OK
 
 
 def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunResult:
@@ -690,34 +494,33 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
     status = ExitStatus.OK
     error: str | None = None
     try:
-        run.prepare_cluster()
+        _validate(scenario)
+        run.open_session()
         run.apply_workload()
         run.watch_incident()
         run.run_fix()
-        if run.masked:
-            status = ExitStatus.MASKED_BY_EMULATION
-        elif (
-            not all(v.passed for v in run.verdicts)
-            or not all(c.seen for c in run.symptoms)
-            or run.fix_verified is False
-        ):
-            status = ExitStatus.EXPECTATION_FAILED
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP raised as Interrupted (harness.signals)
+        status = _decide(run)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C, or SIGTERM / SIGHUP raised as Interrupted (harness.signals): no verdict.
         status = ExitStatus(signals.exit_status(exc))
-        failed = [s.name for s in run.steps if s.status is StepStatus.FAILED]
-        where = f"during step '{failed[-1]}'" if failed else f"after step '{run.steps[-1].name}'" if run.steps else ""
-        error = f"interrupted by {signals.signal_name(exc)} {where}".rstrip()
+        where = f" during step '{run.current_step}'" if run.current_step else ""
+        error = f"interrupted by {signals.signal_name(exc)}{where}"
+    except (BadInput, ScenarioError) as exc:
+        status, error = ExitStatus.BAD_INPUT, str(exc)
     except HarnessError as exc:
         status, error = ExitStatus.ENVIRONMENT, str(exc)
     finally:
-        if status not in (ExitStatus.OK, ExitStatus.MASKED_BY_EMULATION) and status < ExitStatus.HANGUP:
+        if status in (ExitStatus.EXPECTATION_FAILED, ExitStatus.ENVIRONMENT):
             try:
                 run.collect_artifacts()
             except Exception as exc:  # noqa: BLE001 - evidence collection must not hide the failure
-                o.say(f"    collecting evidence failed: {_first_line(exc)}")
-        run.clean_up()
+                o.say(f"    collecting evidence failed: {first_line(exc)}")
+        try:
+            run.clean_up()
+        except Exception as exc:  # noqa: BLE001 - clean-up must not hide the verdict
+            o.say(f"    clean-up failed: {first_line(exc)}")
     report = run.report(status, error)
     paths: tuple[Path, ...] = ()
     if o.report_dir is not None:
         paths = write_reports(report, o.report_dir)
-    return RunResult(scenario, report, run.symptoms, run.verdicts, paths, dict(run.built))
+    return RunResult(scenario, report, run.symptoms, run.verdicts, paths, dict(run.built), run.fix_checks)

@@ -7,33 +7,32 @@ from typing import Any
 
 import pytest
 
-from harness.cluster import KindCluster
-from harness.platforms import Platform, node_platform, parse_platform
+from harness.platforms import Platform
+from harness.session import Session
 from hermetic.images.busybox_httpd import ensure_busybox_httpd
 
 HttpdDeployment = Callable[..., list[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
-def node_arch(harness_cluster: KindCluster) -> Platform:
+def node_arch(harness_session: Session) -> Platform:
     """The platform of the cluster's nodes."""
-    node = harness_cluster.core.list_node().items[0]
-    return node_platform(harness_cluster.core.api_client.sanitize_for_serialization(node))
+    return harness_session.node_platform
 
 
 @pytest.fixture(scope="session")
-def foreign(node_arch: Platform) -> Platform:
+def foreign(harness_session: Session) -> Platform:
     """The platform the nodes are not: arm64 on amd64 nodes (the incident), amd64 on arm64 nodes."""
-    return parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
+    return harness_session.foreign
 
 
 @pytest.fixture(scope="session")
-def httpd_images(harness_cluster: KindCluster, node_arch: Platform, foreign: Platform) -> dict[str, str]:
+def httpd_images(harness_session: Session, node_arch: Platform, foreign: Platform) -> dict[str, str]:
     """The busybox httpd image for the nodes' platform and for the foreign one, loaded into the nodes."""
     refs = {}
     for which, platform in (("native", node_arch), ("foreign", foreign)):
         ref = ensure_busybox_httpd(str(platform)).ref
-        harness_cluster.load_image(ref)
+        harness_session.load_image(ref, [platform])
         refs[which] = ref
     return refs
 

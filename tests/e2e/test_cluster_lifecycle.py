@@ -298,3 +298,29 @@ def test_evidence_keeps_the_last_words_in_every_phase_of_a_crash_loop(
         last_words = (saved / "logs-previous.txt").read_text()
         assert marker in last_words, f"{what}: {last_words}"
         assert "unable to retrieve" not in last_words, f"{what}: {last_words}"
+
+
+# -- the emulation check in the plugin's watch -------------------------------------------------------
+
+
+def test_plugin_never_calls_a_foreign_image_healthy(
+    harness_session: Any,
+    deploy: Any,
+    expect_outcome: Any,
+    httpd_images: dict[str, str],
+    httpd_deployment: Any,
+) -> None:
+    """A foreign image, watched by expect_outcome with Healthy allowed and no hint from the test.
+
+    Where the host emulates the foreign platform (a QEMU handler with F: the emulation matrix
+    cell) the pod runs and must be reported "Ran under emulation"; elsewhere it fails with exec
+    format error. Healthy is wrong on every host.
+    """
+    from harness.outcomes import Outcome
+
+    foreign = httpd_images["foreign"]
+    applied = deploy(httpd_deployment("foreign-allowed-healthy"), image=foreign)
+    verdict = expect_outcome(applied, {Outcome.HEALTHY, Outcome.CRASH_LOOP, Outcome.RAN_EMULATED}, timeout=120)
+    emulated = harness_session.emulated([foreign])
+    assert verdict.outcome is not Outcome.HEALTHY, verdict.summary
+    assert verdict.outcome is (Outcome.RAN_EMULATED if emulated else Outcome.CRASH_LOOP), verdict.summary

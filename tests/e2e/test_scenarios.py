@@ -1,124 +1,191 @@
-"""Every scenario file in scenarios/ is a regression test: run it end to end on the session cluster.
+"""Scenario files are test items: what a project that opted in gets from `pytest`, on the real cluster.
 
-A new incident needs a YAML file and no Python (scenarios/README.md). Each file passes when the
-runner's exit status is OK (every expectation met). When the host emulates the platform of one of
-the workload's single-platform images (a QEMU handler with the F flag in binfmt_misc, which other
-tests may register kernel-wide), that image runs instead of failing: the run must then end as
-MASKED_BY_EMULATION, and the report must say masked, never reproduced or healthy.
+The repository's own scenario files are collected by the plugin as items (run them with
+`pytest scenarios`); this file checks what such an item reports, from a throwaway project that
+has its own Dockerfile, manifests and scenarios and no file of this repository: a scenario that
+reproduces passes (or, on a host that emulates the foreign platform, is skipped as masked), and
+one whose expectation does not hold fails with its verdict, its report files and its evidence.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from harness import platforms
-from harness.cluster import KindCluster
-from harness.errors import HarnessError
-from harness.outcomes import Outcome
-from harness.report import RunReport, render_terminal
-from harness.runner import ExitStatus, RunOptions, RunResult, run_scenario
-from harness.scenario import Scenario, discover, load
+from harness import tools
+from harness.session import Session
+from hermetic.images.busybox_httpd import ensure_busybox_httpd
 
-pytestmark = [pytest.mark.e2e, pytest.mark.scenario]
+pytestmark = pytest.mark.e2e
+pytest_plugins = ["pytester"]
 
+# pytester points HOME at a temporary directory; the inner session must still find the cached
+# kind, kubectl, images and the shared cluster's kubeconfig, which live under the real cache.
+CACHE = tools.cache_dir()
 
-def _scenario_id(path: Path) -> str:
-    """The scenario's name (the file stem if the file does not load: the test then shows why)."""
-    try:
-        return load(path).name
-    except HarnessError:
-        return path.stem
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: main
+          image: set-by-harness
+{command}
+"""
 
-
-SCENARIO_FILES = [pytest.param(path, id=_scenario_id(path)) for path in discover()]
-
-
-def node_platform_of(cluster: KindCluster) -> platforms.Platform:
-    node = cluster.core.list_node().items[0]
-    return platforms.node_platform(cluster.core.api_client.sanitize_for_serialization(node))
-
-
-def emulated_images(scenario: Scenario, node: platforms.Platform, state: platforms.EmulationState) -> list[str]:
-    """The workload's single-platform images that these nodes would run under emulation, explained.
-
-    "native" and "foreign" mean what the runner means: the nodes' platform, and the other one of
-    amd64/arm64. A multi-platform index is never emulated: the node picks its own platform.
-    """
-    foreign = platforms.parse_platform("linux/arm64" if node.architecture == "amd64" else "linux/amd64")
-    found = []
-    for name in (scenario.workload.image, scenario.workload.init_image):
-        spec = scenario.images[name] if name else None
-        if spec is None or spec.platforms:
-            continue
-        word = spec.platform
-        image = node if word == "native" else foreign if word == "foreign" else platforms.parse_platform(word)
-        if platforms.expected_outcome(image, node, state) is platforms.Expectation.EMULATED:
-            found.append(f"{name}: {platforms.explain(image, node, state)}")
-    return found
-
-
-def assert_says_masked(report: RunReport, markdown: str, data: dict[str, object]) -> None:
-    """The report of a masked run says so, and claims neither a reproduction nor health."""
-    terminal = render_terminal(report)
-    assert report.exit_status == ExitStatus.MASKED_BY_EMULATION, terminal
-    assert report.emulation, f"the report does not name the emulation that masked the run:\n{terminal}"
-    assert report.verdicts, terminal
-    incident = report.verdicts[0].verdict
-    assert incident.outcome is Outcome.RAN_EMULATED, terminal
-    assert "masked" in incident.summary, incident.summary
-    assert report.symptoms_reproduced == 0, terminal
-    assert report.fix_verified is None, f"fix steps ran on a masked run:\n{terminal}"
-    for text, where in ((terminal, "terminal"), (markdown, "Markdown")):
-        assert "masked" in text.lower(), f"the {where} report does not say masked:\n{text}"
-        assert not re.search(r"\bPASSED\b", text), f"the {where} report claims a pass:\n{text}"
-        assert not re.search(r"\bhealthy\b", text, re.IGNORECASE), f"the {where} report says healthy:\n{text}"
-        assert not re.search(r"reproduced [1-9]", text), f"the {where} report claims a reproduction:\n{text}"
-    assert data["exit_status"] == ExitStatus.MASKED_BY_EMULATION and data["passed"] is False, data
-    assert data["emulation"], data
-    verdicts = data["verdicts"]
-    assert isinstance(verdicts, list) and verdicts, data
-    assert verdicts[0]["verdict"]["outcome"] == Outcome.RAN_EMULATED.value, verdicts[0]
+SCENARIO = """
+apiVersion: incident-harness/v1
+kind: Scenario
+name: {name}
+title: {title}
+images:
+  app:
+    context: app
+    platform: {platform}
+    buildArgs: {{BASE: "{base}"}}
+workload:
+  manifests: [k8s/{name}.yaml]
+  image: app
+expect:
+  outcome: {outcome}
+  timeout: 90
+  symptoms:
+    - {symptom}
+"""
 
 
-def read_reports(result: RunResult) -> tuple[str, dict[str, object]]:
-    """The Markdown and JSON reports the run wrote."""
-    markdown = next(p for p in result.report_paths if p.suffix == ".md").read_text()
-    data = json.loads(next(p for p in result.report_paths if p.suffix == ".json").read_text())
-    return markdown, data
+def _project(root: Path, session: Session) -> None:
+    native = ensure_busybox_httpd(str(session.node_platform)).ref
+    foreign = ensure_busybox_httpd(str(session.foreign)).ref
+    (root / "pyproject.toml").write_text('[project]\nname = "shop"\nversion = "0"\n\n[tool.incident-harness]\n')
+    (root / "app").mkdir()
+    (root / "app" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\n")
+    (root / "k8s").mkdir()
+    (root / "scenarios").mkdir()
+    exits = '          command: ["/bin/busybox", "sh", "-c", "echo goodbye-from-main >&2; exit 3"]'
+    cases = {
+        "foreign-build": ("An image for the wrong CPU", "foreign", foreign, "CrashLoopBackOff", ""),
+        "claims-healthy": ("A crashing service said to be healthy", "native", native, "Healthy", exits),
+    }
+    for name, (title, platform, base, outcome, command) in cases.items():
+        (root / "k8s" / f"{name}.yaml").write_text(DEPLOYMENT.format(name=name, command=command))
+        symptom = "previousLogContains: exec format error" if outcome != "Healthy" else "restartsAtLeast: 0"
+        (root / "scenarios" / f"{name}.yaml").write_text(
+            textwrap.dedent(
+                SCENARIO.format(name=name, title=title, platform=platform, base=base, outcome=outcome, symptom=symptom)
+            )
+        )
 
 
-@pytest.mark.parametrize("path", SCENARIO_FILES)
-def test_scenario(path: Path, harness_cluster: KindCluster, tmp_path: Path) -> None:
-    scenario = load(path)
-    node = node_platform_of(harness_cluster)
-    masking = emulated_images(scenario, node, platforms.read_binfmt())
-    said: list[str] = []
-    result = run_scenario(
-        scenario,
-        RunOptions(
-            cluster=harness_cluster,
-            report_dir=tmp_path / "reports",
-            artifacts_dir=tmp_path / "artifacts",
-            say=said.append,
-        ),
+def test_scenario_items_report_verdict_reports_and_evidence(
+    harness_session: Session, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HARNESS_CACHE", str(CACHE))
+    _project(pytester.path, harness_session)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("HARNESS_REQUIRE_E2E", "0")
+    artifacts, reports = tmp_path / "artifacts", tmp_path / "reports"
+
+    result = pytester.runpytest_subprocess(
+        "--keep-cluster",
+        "--cluster-name",
+        harness_session.cluster.name,
+        "--artifacts-dir",
+        str(artifacts),
+        "--report-dir",
+        str(reports),
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        "-v",
+        timeout=600,
     )
-    # binfmt_misc is kernel-wide and other tests register handlers: one that appeared during the
-    # run (seen here afterwards, or by the runner itself) masks the run just the same.
-    masking = masking or emulated_images(scenario, node, platforms.read_binfmt())
-    runner_saw = result.report.facts.get("emulation verdict")
-    shown = render_terminal(result.report)
-    if masking or (runner_saw and result.exit_status is ExitStatus.MASKED_BY_EMULATION):
-        assert result.exit_status is ExitStatus.MASKED_BY_EMULATION, (
-            f"expected MASKED_BY_EMULATION ({'; '.join(masking)}), got {result.exit_status.name}:\n{shown}"
-        )
-        markdown, data = read_reports(result)
-        assert_says_masked(result.report, markdown, data)
+    output = result.stdout.str()
+
+    masked = harness_session.emulated([ensure_busybox_httpd(str(harness_session.foreign)).ref])
+    outcomes = {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "skipped")}
+    if masked:
+        assert outcomes == {"skipped": 1, "failed": 1}, output
+        assert "masked by emulation" in output, output
     else:
-        assert result.exit_status is ExitStatus.OK, (
-            f"{scenario.name} ended with {result.exit_status.name}:\n{shown}\n\nrun log (last lines):\n"
-            + "\n".join(said[-40:])
+        assert outcomes == {"passed": 1, "failed": 1}, output
+        assert re.search(r"scenarios/foreign-build\.yaml::foreign-build PASSED", output), output
+
+    # The failed item names its verdict, its reports and its evidence.
+    assert re.search(r"scenarios/claims-healthy\.yaml::claims-healthy FAILED", output), output
+    assert "expected Healthy, observed CrashLoopBackOff" in output, output
+    report_json = next(Path(p) for p in re.findall(r"report: (\S+\.json)", output) if "claims-healthy" in p)
+    data = json.loads(report_json.read_text())
+    assert data["exit_status"] == 1 and data["passed"] is False, data
+    assert data["verdicts"][0]["verdict"]["outcome"] == "crash_loop", data["verdicts"][0]
+    (evidence,) = re.findall(r"evidence: (\S+)", output)
+    describe = (Path(evidence) / "describe-pods.txt").read_text()
+    assert re.search(r"Exit Code:\s+3", describe), describe
+    assert "goodbye-from-main" in (Path(evidence) / "logs-previous.txt").read_text()
+    assert Path(evidence).parent == artifacts
+
+    # Only the failed run left evidence; every run wrote its reports.
+    written = sorted(re.sub(r"-\d{8}T\d{6}Z\.json$", "", p.name) for p in reports.glob("*.json"))
+    assert written == ["claims-healthy", "foreign-build"], written
+
+
+REJECTED = {
+    "invalid-value": (
+        DEPLOYMENT.format(name="invalid-value", command="          ports: [{containerPort: 99999999}]"),
+        "Deployment/invalid-value: rejected by the API server (HTTP 422",
+    ),
+    "unknown-kind": (
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: gadget}\n---\n"
+        + DEPLOYMENT.format(name="unknown-kind", command=""),
+        "Widget/gadget: the API server knows no kind 'Widget'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REJECTED))
+def test_a_manifest_the_api_server_rejects_is_bad_input_naming_file_and_object(
+    case: str, harness_session: Session, tmp_path: Path
+) -> None:
+    from harness import runner, scenario
+
+    manifest, expected = REJECTED[case]
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\n")
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / f"{case}.yaml").write_text(manifest)
+    (tmp_path / "scenarios").mkdir()
+    path = tmp_path / "scenarios" / f"{case}.yaml"
+    native = ensure_busybox_httpd(str(harness_session.node_platform)).ref
+    path.write_text(
+        textwrap.dedent(
+            SCENARIO.format(
+                name=case,
+                title="rejected",
+                platform="native",
+                base=native,
+                outcome="Healthy",
+                symptom="neverReady: false",
+            )
         )
+    )
+    said: list[str] = []
+    result = runner.run_scenario(
+        scenario.load(path),
+        runner.RunOptions(session=harness_session, report_dir=tmp_path / "reports", say=said.append),
+    )
+
+    error = result.report.error or ""
+    assert result.exit_status is runner.ExitStatus.BAD_INPUT, "\n".join(said)
+    assert error.startswith(f"{tmp_path / 'k8s' / case}.yaml: {expected}"), error
+    assert not result.verdicts and not result.report.artifacts

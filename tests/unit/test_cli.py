@@ -133,3 +133,4 @@ def test_exit_codes_are_stable() -> None:
         "INTERRUPTED": 130,
         "TERMINATED": 143,
     }
+    assert (ExitStatus.HUP, ExitStatus.INT, ExitStatus.TERM) == (129, 130, 143)

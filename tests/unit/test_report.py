@@ -224,3 +224,31 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(OSError, match="disk full"):
         write_reports(run_report(), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_verdicts_separate_evidence_is_reported_where_the_verdict_has_it() -> None:
+    """Reasons by kind, exit codes, probe failures, health evidence and the images that ran."""
+    import dataclasses
+
+    from harness.outcomes.model import HealthEvidence, ImageRun
+
+    detailed = dataclasses.replace(
+        crash_verdict(),
+        waiting_reasons_seen=frozenset({"CrashLoopBackOff"}),
+        terminated_reasons_seen=frozenset({"Error"}),
+        exit_codes_seen=frozenset({1}),
+        probe_failures_seen=frozenset({"liveness"}),
+        health=HealthEvidence("kubelet prober metrics", "Liveness 3 successes", 9.5),
+        images_ran=(ImageRun("orders-7d9", "app", "orders-api:v1", "sha256:abc", "kind-control-plane"),),
+    )
+    run = run_report(verdicts=(VerdictReport.judge("incident", Outcome.CRASH_LOOP, detailed),))
+
+    data = json.loads(render_json(run))["verdicts"][0]["verdict"]
+    assert data["waiting_reasons_seen"] == ["CrashLoopBackOff"] and data["terminated_reasons_seen"] == ["Error"]
+    assert data["exit_codes_seen"] == [1] and data["probe_failures_seen"] == ["liveness"]
+    assert data["health"] == {"source": "kubelet prober metrics", "detail": "Liveness 3 successes", "seconds": 9.5}
+    assert data["images_ran"][0]["image_id"] == "sha256:abc"
+    markdown = render_markdown(run)
+    assert "- Terminated reasons seen: Error" in markdown and "- Probe failures seen: liveness" in markdown
+    assert "kubelet prober metrics" in markdown and "`orders-api:v1` (sha256:abc)" in markdown
+    assert "another CPU architecture" not in markdown, "the report does not infer a cause from the log alone"
