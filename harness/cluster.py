@@ -7,6 +7,7 @@ the command line, exit code and output.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,9 @@ from harness.errors import ClusterGone, GuardRefused, HarnessError, NotManaged, 
 from harness.outcomes import LOG_GONE
 
 MANAGED_LABEL = "incident-harness.io/managed"
+# A fingerprint of the kind configuration a cluster was made with (on every node): a cluster made
+# with another configuration (an older harness, other containerd patches) is made again, not reused.
+CONFIG_LABEL = "incident-harness.io/config"
 REGISTRY_FREE_REPO = "incident-harness/node"
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"  # kind's label on each node container: the cluster's name
 KIND_ROLE_LABEL = "io.x-k8s.kind.role"
@@ -127,6 +131,15 @@ class KindCluster:
                 # Its node containers stopped (e.g. the engine restarted): kind cannot revive them.
                 require_managed(self.name, "delete (its nodes are stopped)")
                 self._kind_delete()
+            elif not self.made_with_this_config():
+                # Made by an older harness or with other settings: reusing it would test something else.
+                print(
+                    f"cluster {self.name}: made with another kind configuration than this harness uses "
+                    f"(label {CONFIG_LABEL}); deleting it and creating it again",
+                    flush=True,
+                )
+                require_managed(self.name, "delete (made with another configuration)")
+                self._kind_delete()
         if self.exists():
             self.reused = True
             self._export_kubeconfig()
@@ -165,14 +178,27 @@ class KindCluster:
         return self
 
     def kind_config(self) -> dict[str, Any]:
-        node = {"labels": {MANAGED_LABEL: "true"}}
-        nodes = [{"role": "control-plane", **node}] + [{"role": "worker", **node} for _ in range(self.workers)]
-        return {
+        config: dict[str, Any] = {
             "kind": "Cluster",
             "apiVersion": "kind.x-k8s.io/v1alpha4",
-            "nodes": nodes,
             "containerdConfigPatches": [registry.CONTAINERD_CONFIG_PATCH],  # hosts.toml per registry
         }
+        labels = {MANAGED_LABEL: "true", CONFIG_LABEL: config_fingerprint(config)}
+        config["nodes"] = [{"role": "control-plane", "labels": labels}] + [
+            {"role": "worker", "labels": labels} for _ in range(self.workers)
+        ]
+        return config
+
+    def made_with_this_config(self) -> bool:
+        """Every node carries the fingerprint of the kind configuration this harness would use now."""
+        wanted = config_fingerprint({k: v for k, v in self.kind_config().items() if k != "nodes"})
+        nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
+        for node in nodes:
+            text = engine.read_file(node.id, KUBEADM_CONFIG)
+            labels = kubeadm_node_labels(text.decode(errors="replace") if text else "")
+            if labels.get(CONFIG_LABEL) != wanted:
+                return False
+        return bool(nodes)
 
     def delete(self) -> None:
         """Delete the cluster and the files the harness made for it (nothing else).
@@ -516,6 +542,11 @@ class OwnershipCheck:
     ownership: Ownership
     reason: str  # for FOREIGN: which node and why
     containers: tuple[engine.Container, ...] = ()
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """A short content hash of a kind configuration (without its nodes' labels, which carry it)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def kubeadm_node_labels(text: str) -> dict[str, str]:

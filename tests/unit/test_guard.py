@@ -18,12 +18,14 @@ import yaml
 from harness import cluster as cluster_module
 from harness import engine, tools
 from harness.cluster import (
+    CONFIG_LABEL,
     KIND_CLUSTER_LABEL,
     KIND_ROLE_LABEL,
     MANAGED_LABEL,
     KindCluster,
     NodeImageChoice,
     Ownership,
+    config_fingerprint,
     creation_record,
     ensure_harness_context,
     judge_ownership,
@@ -394,3 +396,34 @@ def test_deleting_a_cluster_that_is_gone_forgets_its_creation_record(
     creation_record("gone").write_text("{}")
     KindCluster(name="gone").delete()
     assert not creation_record("gone").exists()
+
+
+def test_every_node_carries_the_fingerprint_of_the_kind_configuration() -> None:
+    config = KindCluster(name="mine", workers=1).kind_config()
+    fingerprints = {n["labels"][CONFIG_LABEL] for n in config["nodes"]}
+    assert fingerprints == {config_fingerprint({k: v for k, v in config.items() if k != "nodes"})}
+    assert len(config["nodes"]) == 2 and all(n["labels"][MANAGED_LABEL] == "true" for n in config["nodes"])
+
+
+def test_a_cluster_made_with_another_configuration_is_made_again_not_reused(
+    monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    """An older harness made it without the containerd patch the registry needs: no label, no reuse."""
+    fake = FakeEngine(monkeypatch, {"mine": kubeadm_config(f"{MANAGED_LABEL}=true")})
+    monkeypatch.setattr(KindCluster, "exists", lambda self: not fake.ran("delete"))
+    monkeypatch.setattr(KindCluster, "wait_ready", lambda self, timeout=0: None)
+    monkeypatch.setattr(cluster_module, "resolve_node_image", lambda forced=None: NodeImageChoice("n:1", "forced"))
+    monkeypatch.setattr(os, "chmod", lambda *a: None)
+    monkeypatch.setattr(cluster_module.registry, "on_cluster_created", lambda cluster: None)
+    made = KindCluster(name="mine").create()
+    assert fake.ran("delete", "cluster", "--name", "mine") and fake.ran("create", "cluster", "--name", "mine")
+    assert not made.reused
+
+
+def test_a_cluster_made_with_this_configuration_is_reused(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    wanted = KindCluster(name="mine").kind_config()["nodes"][0]["labels"][CONFIG_LABEL]
+    fake = FakeEngine(monkeypatch, {"mine": kubeadm_config(f"{MANAGED_LABEL}=true,{CONFIG_LABEL}={wanted}")})
+    monkeypatch.setattr(KindCluster, "wait_ready", lambda self, timeout=0: None)
+    monkeypatch.setattr(os, "chmod", lambda *a: None)
+    made = KindCluster(name="mine").create()
+    assert made.reused and not fake.ran("delete") and not fake.ran("create")
