@@ -29,13 +29,13 @@ cluster: node-image-if-needed ## create (or reuse) the kind cluster CLUSTER and 
 	$(PY) -m harness cluster create --name $(CLUSTER)
 
 test: setup node-image-if-needed ## the whole suite: unit tests, e2e tests and every scenario file on a real kind cluster (kept)
-	$(PY) -m pytest tests/unit tests/e2e scenarios --keep-cluster $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/e2e scenarios --harness-keep-cluster $(PYTEST_ARGS)
 
 test-unit: ## unit tests only (no cluster, no Docker engine)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 test-e2e: setup node-image-if-needed ## e2e tests on a real kind cluster (created or reused, kept for reuse)
-	$(PY) -m pytest tests/e2e scenarios --keep-cluster $(PYTEST_ARGS)
+	$(PY) -m pytest tests/e2e scenarios --harness-keep-cluster $(PYTEST_ARGS)
 
 reproduce: setup node-image-if-needed ## reproduce SCENARIO end to end: incident, fix, verdict and reports
 	$(PY) -m harness reproduce $(SCENARIO)

@@ -59,15 +59,15 @@ def expects_emulation() -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("incident-harness", "kind clusters for incident reproductions")
-    group.addoption("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
+    group.addoption("--harness-cluster", default=None, help="kind cluster to create or reuse (default: incident-harness)")
     group.addoption(
-        "--keep-cluster", action="store_true", help="keep the cluster after the session (reuse it next time)"
+        "--harness-keep-cluster", action="store_true", help="keep the cluster after the session (reuse it next time)"
     )
-    group.addoption("--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
-    group.addoption("--kind-bin", default=None, help="the kind binary to use")
-    group.addoption("--artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
-    group.addoption("--report-dir", default="reports", help="where the reports of scenario items are written")
-    group.addoption("--keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
+    group.addoption("--harness-node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
+    group.addoption("--harness-kind-bin", default=None, help="the kind binary to use")
+    group.addoption("--harness-artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
+    group.addoption("--harness-report-dir", default="reports", help="where the reports of scenario items are written")
+    group.addoption("--harness-keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
     group.addoption(
         "--require-e2e",
         action="store_true",
@@ -135,7 +135,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # Only tests that used harness_namespace (they asked for the harness) have evidence to save.
         ns: _TestNamespace | None = getattr(item, "harness_namespace", None)
         if ns is not None:
-            directory = ns.collect(Path(item.config.getoption("--artifacts-dir")), item.name)
+            directory = ns.collect(Path(item.config.getoption("--harness-artifacts-dir")), item.name)
             rep.sections.append(("incident-harness evidence", f"saved in {directory}"))
 
 
@@ -159,7 +159,7 @@ class _SharedSession:
             opt = self.config.getoption
             try:
                 tools.ensure_engine()
-                tools.kind_binary(opt("--kind-bin"))
+                tools.kind_binary(opt("--harness-kind-bin"))
             except HarnessError as exc:
                 self.unavailable = f"no kind cluster possible here: {exc.cause} ({exc.remedy})"
                 pytest.skip(self.unavailable)
@@ -167,10 +167,10 @@ class _SharedSession:
                 raise self.failed  # the cluster could not be made once: not again for every test
             try:
                 self.session = Session.open(
-                    name=opt("--cluster-name") or default_name(),
-                    node_image=opt("--node-image"),
-                    kind_bin=opt("--kind-bin"),
-                    keep_cluster=bool(opt("--keep-cluster")),
+                    name=opt("--harness-cluster") or default_name(),
+                    node_image=opt("--harness-node-image"),
+                    kind_bin=opt("--harness-kind-bin"),
+                    keep_cluster=bool(opt("--harness-keep-cluster")),
                     say=_say(self.config),
                 )
             except HarnessError as exc:
@@ -233,7 +233,7 @@ def harness_namespace(request: pytest.FixtureRequest, harness_session: Session) 
     yield name
     call = getattr(request.node, "harness_rep_call", None)
     failed = call is not None and call.failed
-    if failed and request.config.getoption("--keep-namespace-on-failure"):
+    if failed and request.config.getoption("--harness-keep-namespace-on-failure"):
         harness_session.keep_namespace(name)
     else:
         harness_session.delete_namespace(name)
@@ -383,8 +383,8 @@ class ScenarioItem(pytest.Item):
             loaded,
             RunOptions(
                 session=session,
-                report_dir=Path(opt("--report-dir")),
-                artifacts_dir=Path(opt("--artifacts-dir")),
+                report_dir=Path(opt("--harness-report-dir")),
+                artifacts_dir=Path(opt("--harness-artifacts-dir")),
                 say=said.append,
             ),
         )

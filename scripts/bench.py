@@ -653,7 +653,7 @@ def bench_suite(cluster_name: str) -> Section:
             "-s",
             "test-e2e",
             f"CLUSTER={cluster_name}",
-            f"PYTEST_ARGS={marker}--keep-cluster -q -p no:cacheprovider",
+            f"PYTEST_ARGS={marker}--harness-keep-cluster -q -p no:cacheprovider",
         ]
         took, result = timed(partial(tools.run, cmd, cwd=ROOT, check=False, timeout=3600))
         lines = (result.stdout + result.stderr).splitlines()

@@ -196,10 +196,10 @@ def test_failed_test_leaves_describe_events_and_logs(
     artifacts = tmp_path / "artifacts"
 
     result = pytester.runpytest_subprocess(
-        "--keep-cluster",
-        "--cluster-name",
+        "--harness-keep-cluster",
+        "--harness-cluster",
         harness_cluster.name,
-        "--artifacts-dir",
+        "--harness-artifacts-dir",
         str(artifacts),
         "-p",
         "no:cacheprovider",

@@ -232,10 +232,10 @@ def test_plugin_evidence_on_a_paused_node_is_bounded_and_says_why(
     result = pytester.runpytest_subprocess(
         "-p",
         "incident_harness",
-        "--keep-cluster",
-        "--cluster-name",
+        "--harness-keep-cluster",
+        "--harness-cluster",
         harness_cluster.name,
-        "--artifacts-dir",
+        "--harness-artifacts-dir",
         str(artifacts),
         "-p",
         "no:cacheprovider",

@@ -19,8 +19,8 @@ def two_nodes(request: pytest.FixtureRequest) -> Iterator[KindCluster]:
     cluster = KindCluster(
         name=f"{default_name()}-2n",
         workers=1,
-        node_image=request.config.getoption("--node-image"),
-        kind_bin=request.config.getoption("--kind-bin"),
+        node_image=request.config.getoption("--harness-node-image"),
+        kind_bin=request.config.getoption("--harness-kind-bin"),
     )
     try:
         tools.ensure_engine()

@@ -244,11 +244,28 @@ def test_pytest_collects_the_scenario_file_and_passes_it(outside: Outside) -> No
         "-p",
         "no:cacheprovider",
         "-v",
-        "--keep-cluster",
-        "--cluster-name",
+        "--harness-keep-cluster",
+        "--harness-cluster",
         outside.env["HARNESS_CLUSTER"],
     )
     if result.returncode == 0 and "skipped" in result.stdout and "masked" in result.stdout:
         pytest.skip("masked by emulation on this host")
     assert result.returncode == 0, _said(result)
     assert SCENARIO in result.stdout and "1 passed" in result.stdout, _said(result)
+
+
+def test_pytest_kind_ng_installs_beside_the_harness(outside: Outside) -> None:
+    """Both plugins load in one pytest: neither option names nor the fixture name `kind_cluster` clash."""
+    run(
+        [
+            *(sys.executable, "-m", "pip", "--python", str(outside.python), "install"),
+            *("--disable-pip-version-check", "--no-compile", "pytest-kind-ng>=26,<27"),
+        ],
+        timeout=600,
+        remedy="check that PyPI is reachable",
+    )
+    result = outside.run("-m", "pytest", "-p", "no:cacheprovider", "--help")
+    assert result.returncode == 0, _said(result)
+    assert "--harness-cluster" in result.stdout and "--cluster-name" in result.stdout, _said(result)
+    fixtures = outside.run("-m", "pytest", "-p", "no:cacheprovider", "--fixtures", "--collect-only", "-q", "incidents")
+    assert "kind_cluster" in fixtures.stdout and "harness_cluster" in fixtures.stdout, _said(fixtures)

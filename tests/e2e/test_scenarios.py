@@ -98,12 +98,12 @@ def test_scenario_items_report_verdict_reports_and_evidence(
     artifacts, reports = tmp_path / "artifacts", tmp_path / "reports"
 
     result = pytester.runpytest_subprocess(
-        "--keep-cluster",
-        "--cluster-name",
+        "--harness-keep-cluster",
+        "--harness-cluster",
         harness_session.cluster.name,
-        "--artifacts-dir",
+        "--harness-artifacts-dir",
         str(artifacts),
-        "--report-dir",
+        "--harness-report-dir",
         str(reports),
         "-p",
         "no:cacheprovider",

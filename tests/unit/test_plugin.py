@@ -215,7 +215,7 @@ def test_a_scenario_item_reports_its_verdict(
     monkeypatch.setenv("FAKE_STATUS", str(status))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--artifacts-dir", "evidence")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--harness-artifacts-dir", "evidence")
 
     assert _outcomes(result) == expected, result.stdout.str()
     assert len(fake_runs) == 1 and fake_runs[0].session == "the shared session"
