@@ -228,7 +228,7 @@ def test_index_manifest_refuses_empty_duplicate_and_incomplete_entries() -> None
 
 @dataclass(frozen=True)
 class _FakeRegistry(Registry):
-    """A registry whose HTTP API is a dict (the real one is exercised by tests/e2e/test_registry.py)."""
+    """A registry whose HTTP API is a dict (the real one is exercised by tests/e2e/test_registry_e2e.py)."""
 
     store: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
