@@ -59,11 +59,15 @@ def expects_emulation() -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("incident-harness", "kind clusters for incident reproductions")
-    group.addoption("--harness-cluster", default=None, help="kind cluster to create or reuse (default: incident-harness)")
+    group.addoption(
+        "--harness-cluster", default=None, help="kind cluster to create or reuse (default: incident-harness)"
+    )
     group.addoption(
         "--harness-keep-cluster", action="store_true", help="keep the cluster after the session (reuse it next time)"
     )
-    group.addoption("--harness-node-image", default=None, help="force a node image (default: kindest/node, else registry-free)")
+    group.addoption(
+        "--harness-node-image", default=None, help="force a node image (default: kindest/node, else registry-free)"
+    )
     group.addoption("--harness-kind-bin", default=None, help="the kind binary to use")
     group.addoption("--harness-artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
     group.addoption("--harness-report-dir", default="reports", help="where the reports of scenario items are written")

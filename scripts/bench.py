@@ -110,7 +110,7 @@ def node_platform(cluster: KindCluster) -> Platform:
 
 
 def foreign_of(native: Platform) -> Platform:
-    return platforms.parse_platform("linux/arm64" if native.architecture == "amd64" else "linux/amd64")
+    return platforms.foreign_of(native)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def seed_images(shared: KindCluster) -> dict[str, str]:
         spec = seed.images[name]
         target = native if spec.platform == "native" else foreign_of(native)
         args = {k: v.replace("{python-base}", images.ensure_python_base(target)) for k, v in spec.build_args.items()}
-        context = images.stage_service_context() if spec.prepare == "service" else spec.context
+        context = images.prepare_context(spec.prepare) if spec.prepare is not None else spec.context
         built = images.build_image(
             context, target, dockerfile=spec.dockerfile, build_args=args, repository=f"incident-harness/{spec.name}"
         )

@@ -618,8 +618,8 @@ class PodObserver:
 
 
 def kubectl(kubeconfig: Path) -> list[str]:
-    """The kubectl of the node image's version (harness.tools), on a cluster's kubeconfig."""
-    return [tools.kubectl_binary(), "--kubeconfig", str(kubeconfig)]
+    """The kubectl of the node image's version (harness.tools), on a cluster's kubeconfig, its cache in the harness's."""
+    return tools.kubectl_command(kubeconfig)
 
 
 def poll_baseline(

@@ -48,7 +48,7 @@ REPOSITORY = "incident-harness/emulated-build"
 @pytest.fixture(scope="module")
 def foreign(node_arch: platforms.Platform) -> platforms.Platform:
     """The seed scenario's "foreign": arm64 on amd64 nodes, amd64 on arm64 nodes."""
-    foreign = platforms.parse_platform("linux/arm64" if node_arch.architecture == "amd64" else "linux/amd64")
+    foreign = platforms.foreign_of(node_arch)
     if os.geteuid() != 0:
         pytest.skip("registering a binfmt_misc handler needs root")
     if foreign.architecture == platforms.host_platform().architecture:

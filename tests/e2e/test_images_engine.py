@@ -33,6 +33,7 @@ from harness.platforms import (
     Platform,
     expected_outcome,
     explain,
+    foreign_of,
     host_platform,
     parse_platform,
     read_binfmt,
@@ -44,7 +45,7 @@ from hermetic.images.python_base import ensure_python_base
 pytestmark = pytest.mark.e2e
 
 NATIVE = parse_platform(host_platform().architecture)
-FOREIGN = parse_platform("linux/arm64" if NATIVE.architecture == "amd64" else "linux/amd64")
+FOREIGN = foreign_of(NATIVE)
 REPOSITORY = "incident-harness/orders-api"
 SERVICE_SYMPTOM = "exec /usr/local/bin/uvicorn: exec format error"
 BUSYBOX_SYMPTOM = "exec /bin/busybox: exec format error"
