@@ -79,3 +79,11 @@ class Interrupted(KeyboardInterrupt):
         except ValueError:
             self.signal_name = f"signal {signum}"
         super().__init__(self.signal_name)
+
+
+class BadInput(HarnessError):
+    """The user's input is wrong (exit status 2): a manifest, a scenario's step, a workload."""
+
+
+class ManifestRejected(BadInput):
+    """The API server refused an object of a manifest: names the file and the object."""

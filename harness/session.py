@@ -39,12 +39,10 @@ from typing import Any, TypeVar
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from harness import images, outcomes, platforms, tools, workload
 from harness.cluster import BoundedApiClient, KindCluster, default_name
-from harness.errors import ClusterGone, HarnessError
+from harness.errors import BadInput, ClusterGone, HarnessError, ManifestRejected
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import EmulationState, Platform
 
@@ -58,14 +56,6 @@ CLEANUP_SECONDS = 30.0  # one clean-up action may take this long
 EVIDENCE_SECONDS = 240.0  # describe, events, logs and kind's node logs together
 HALF_MADE_SECONDS = 120.0  # deleting a cluster whose creation was interrupted
 STOP_JOIN_SECONDS = 1.5  # an abandoned watch's thread is given this long to end (it stops within about a second)
-
-
-class BadInput(HarnessError):
-    """The user's input is wrong (exit status 2): a manifest, a scenario's step, a workload."""
-
-
-class ManifestRejected(BadInput):
-    """The API server refused an object of a manifest: names the file and the object."""
 
 
 @dataclass(frozen=True)
@@ -403,44 +393,7 @@ class Session:
     def _apply(
         self, docs: Sequence[dict[str, Any]], deployment: str | None, origins: Sequence[str] | None
     ) -> workload.Workload:
-        dynamic = DynamicClient(self.api)
-        namespace = ""
-        for index, obj in enumerate(docs):
-            meta = obj.get("metadata") or {}
-            name, kind, version = str(meta.get("name", "")), str(obj.get("kind", "")), str(obj.get("apiVersion", ""))
-            origin = (
-                origins[index] if origins and index < len(origins) and origins[index] else "an object given in code"
-            )
-            where = f"{origin}: {kind}/{name}"
-            try:
-                resource = dynamic.resources.get(api_version=version, kind=kind)
-            except ResourceNotFoundError as exc:
-                raise ManifestRejected(
-                    f"{where}: the API server knows no kind {kind!r} in {version!r}",
-                    "fix apiVersion or kind in the manifest (or install the resource's CRD first)",
-                ) from exc
-            ns = meta.get("namespace")
-            namespace = ns or namespace
-            try:
-                resource.server_side_apply(
-                    body=obj, name=name, namespace=ns, field_manager=workload.FIELD_MANAGER, force_conflicts=True
-                )
-            except ApiException as exc:
-                if exc.status in (400, 422):
-                    raise ManifestRejected(
-                        f"{where}: rejected by the API server (HTTP {exc.status} {exc.reason}): {_api_message(exc)}",
-                        "fix the manifest (or the scenario's patch) so the API server accepts it",
-                    ) from exc
-                raise HarnessError(
-                    f"{where}: applying failed: HTTP {exc.status} {exc.reason}: {_api_message(exc)}",
-                    "check the cluster and the kubeconfig's permissions, then run again",
-                ) from exc
-        try:
-            watched_deployment, selector = workload.selector_of(docs, deployment)
-        except HarnessError as exc:
-            files = sorted({o for o in origins or () if o}) or ["the objects given"]
-            raise BadInput(f"{', '.join(files)}: {exc.cause}", exc.remedy) from exc
-        return workload.Workload(namespace, tuple(docs), watched_deployment, selector)
+        return workload.apply(self.api, list(docs), deployment, origins)
 
     # -- fix steps on a Deployment ---------------------------------------------------------------
 
@@ -684,17 +637,6 @@ def _pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
         template = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
     inner = template.get("spec") if isinstance(template, Mapping) else None
     return inner if isinstance(inner, Mapping) else None
-
-
-def _api_message(exc: ApiException) -> str:
-    import json
-
-    try:
-        body = json.loads(exc.body or "{}")
-    except ValueError:
-        return " ".join(str(exc.body).split())[:300]
-    message = body.get("message", exc.body) if isinstance(body, dict) else exc.body
-    return " ".join(str(message).split())[:300]
 
 
 def paused_nodes(cluster: str) -> list[str]:

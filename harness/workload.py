@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +15,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from harness.errors import HarnessError
+from harness.errors import BadInput, HarnessError, ManifestRejected
 
 MANAGED_LABEL = "incident-harness.io/managed"
 FIELD_MANAGER = "incident-harness"
@@ -134,34 +136,62 @@ def selector_of(objects: Iterable[dict[str, Any]], deployment: str | None) -> tu
     )
 
 
-def apply(api: k8s.ApiClient, objects: list[dict[str, Any]], deployment: str | None = None) -> Workload:
-    """Server-side apply of every object (create or update), in order."""
+def apply(
+    api: k8s.ApiClient,
+    objects: list[dict[str, Any]],
+    deployment: str | None = None,
+    origins: Sequence[str] | None = None,
+) -> Workload:
+    """Server-side apply of every object (create or update), in order; origins[i] names the file of objects[i].
+
+    ManifestRejected (bad input) when the API server refuses an object (HTTP 400 or 422) or knows
+    no such kind; other failures are HarnessError.
+    """
     dynamic = DynamicClient(api)
     namespace = ""
-    for obj in objects:
-        resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-        ns = obj["metadata"].get("namespace")
+    for index, obj in enumerate(objects):
+        meta = obj.get("metadata") or {}
+        name, kind, version = str(meta.get("name", "")), str(obj.get("kind", "")), str(obj.get("apiVersion", ""))
+        origin = origins[index] if origins and index < len(origins) and origins[index] else "an object given in code"
+        where = f"{origin}: {kind}/{name}"
+        try:
+            resource = dynamic.resources.get(api_version=version, kind=kind)
+        except ResourceNotFoundError as exc:
+            raise ManifestRejected(
+                f"{where}: the API server knows no kind {kind!r} in {version!r}",
+                "fix apiVersion or kind in the manifest (or install the resource's CRD first)",
+            ) from exc
+        ns = meta.get("namespace")
         namespace = ns or namespace
         try:
             resource.server_side_apply(
-                body=obj, name=obj["metadata"]["name"], namespace=ns, field_manager=FIELD_MANAGER, force_conflicts=True
+                body=obj, name=name, namespace=ns, field_manager=FIELD_MANAGER, force_conflicts=True
             )
         except ApiException as exc:
+            if exc.status in (400, 422):
+                raise ManifestRejected(
+                    f"{where}: rejected by the API server (HTTP {exc.status} {exc.reason}): {_api_message(exc)}",
+                    "fix the manifest (or the scenario's patch) so the API server accepts it",
+                ) from exc
             raise HarnessError(
-                f"applying {obj['kind']}/{obj['metadata']['name']} failed: {exc.status} {exc.reason}: {_api_message(exc)}",
-                "fix the manifest or the scenario's overrides",
+                f"{where}: applying failed: HTTP {exc.status} {exc.reason}: {_api_message(exc)}",
+                "check the cluster and the kubeconfig's permissions, then run again",
             ) from exc
-    name, selector = selector_of(objects, deployment)
-    return Workload(namespace, tuple(objects), name, selector)
+    try:
+        watched_deployment, selector = selector_of(objects, deployment)
+    except HarnessError as exc:
+        files = sorted({o for o in origins or () if o}) or ["the objects given"]
+        raise BadInput(f"{', '.join(files)}: {exc.cause}", exc.remedy) from exc
+    return Workload(namespace, tuple(objects), watched_deployment, selector)
 
 
 def _api_message(exc: ApiException) -> str:
     try:
-        import json
-
-        return str(json.loads(exc.body or "{}").get("message", exc.body))
+        body = json.loads(exc.body or "{}")
     except ValueError:
-        return str(exc.body)
+        return " ".join(str(exc.body).split())[:300]
+    message = body.get("message", exc.body) if isinstance(body, dict) else exc.body
+    return " ".join(str(message).split())[:300]
 
 
 def create_namespace(core: k8s.CoreV1Api, prefix: str) -> str:

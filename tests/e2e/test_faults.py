@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from kubernetes import watch as k8s_watch
 
-from harness import session as session_module
 from harness import tools, workload
 from harness.cluster import MANAGED_LABEL, KindCluster
 from harness.errors import ClusterGone
@@ -151,7 +150,7 @@ def test_plugin_watch_of_a_frozen_node_raises_cluster_gone_not_timeout(
 
 @pytest.mark.parametrize(
     ("target", "step"),
-    [((workload, "create_namespace"), "apply workload"), ((session_module, "DynamicClient"), "apply workload")],
+    [((workload, "create_namespace"), "apply workload"), ((workload, "DynamicClient"), "apply workload")],
     ids=["before-namespace", "before-apply"],
 )
 def test_node_paused_mid_run_ends_with_environment_in_bounded_time(

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from harness import session as session_module
+from harness import workload as workload_module
 from harness.cluster import KindCluster
 from harness.errors import ClusterGone, HarnessError
 from harness.outcomes import Outcome, Verdict
@@ -272,7 +273,7 @@ def test_a_manifest_the_api_server_rejects_is_bad_input_naming_file_and_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int, reason: str
 ) -> None:
     message = 'Deployment.apps "web" is invalid: spec.template.spec.containers: Required value'
-    monkeypatch.setattr(session_module, "DynamicClient", _dynamic(error=_api_error(status, reason, message)))
+    monkeypatch.setattr(workload_module, "DynamicClient", _dynamic(error=_api_error(status, reason, message)))
     with pytest.raises(ManifestRejected) as rejected:
         FakeSession(tmp_path).apply([DEPLOYMENT], origins=["k8s/web.yaml"])
     text = str(rejected.value)
@@ -282,21 +283,21 @@ def test_a_manifest_the_api_server_rejects_is_bad_input_naming_file_and_object(
 
 
 def test_an_unknown_kind_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "DynamicClient", _dynamic(unknown=True))
+    monkeypatch.setattr(workload_module, "DynamicClient", _dynamic(unknown=True))
     crd = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ns"}}
     with pytest.raises(ManifestRejected, match=r"k8s/widget.yaml: Widget/w: the API server knows no kind 'Widget'"):
         FakeSession(tmp_path).apply([crd], origins=["k8s/widget.yaml"])
 
 
 def test_a_server_error_on_apply_is_not_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "DynamicClient", _dynamic(error=_api_error(500, "Internal", "etcd")))
+    monkeypatch.setattr(workload_module, "DynamicClient", _dynamic(error=_api_error(500, "Internal", "etcd")))
     with pytest.raises(HarnessError) as failed:
         FakeSession(tmp_path).apply([DEPLOYMENT], origins=["k8s/web.yaml"])
     assert not isinstance(failed.value, BadInput)
 
 
 def test_apply_returns_the_workload_to_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "DynamicClient", _dynamic())
+    monkeypatch.setattr(workload_module, "DynamicClient", _dynamic())
     work = FakeSession(tmp_path).apply([DEPLOYMENT])
     assert (work.namespace, work.deployment, work.selector) == ("ns", "web", "app=web")
 
