@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -240,3 +241,20 @@ def test_report_says_masked(window: Window) -> None:
         assert not re.search(r"\bPASSED\b", text), f"the {where} report claims a pass:\n{text}"
         assert not re.search(r"\bhealthy\b", text, re.IGNORECASE), f"the {where} report says healthy:\n{text}"
         assert not re.search(r"reproduced [1-9]", text), f"the {where} report claims a reproduction:\n{text}"
+
+
+def test_the_plugin_reports_a_foreign_image_that_runs_emulated_as_masked(
+    foreign: platforms.Platform, deploy: Any, expect_outcome: Any, httpd_images: dict[str, str], httpd_deployment: Any
+) -> None:
+    """The plugin's door (deploy + expect_outcome on the shared session) under a real QEMU handler.
+
+    The foreign busybox httpd runs under emulation and becomes Ready: the session's watch must
+    call that "Ran under emulation", never Healthy, though the test allows Healthy.
+    """
+    before = platforms.snapshot_binfmt()
+    with platforms.emulation_registered(foreign):
+        applied = deploy(httpd_deployment("plugin-emulated"), image=httpd_images["foreign"])
+        verdict = expect_outcome(applied, {Outcome.HEALTHY, Outcome.RAN_EMULATED}, timeout=120)
+    assert platforms.snapshot_binfmt() == before
+    assert verdict.outcome is Outcome.RAN_EMULATED, verdict.summary
+    assert "masked" in verdict.summary or "emulation" in verdict.summary, verdict.summary
