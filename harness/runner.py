@@ -14,7 +14,7 @@ runs the clean-up, and the report says in which step the run stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -97,6 +97,10 @@ class RunOptions:
     on_evidence: Callable[[Evidence], None] | None = None
     say: Callable[[str], None] = print
     api_gone_after: float = CLUSTER_GONE_AFTER
+    # Reads a built image's facts for the prediction before apply (harness.inspect.inspect_for's signature).
+    inspect_images: Callable[[str, Sequence[tuple[inspect.Process | None, str | None]]], list[inspect.ImageFacts]] = (
+        inspect.inspect_for
+    )
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,7 @@ class _Run:
         found: dict[tuple[str, str], PredictionReport] = {}
         for ref, users in by_ref.items():
             try:
-                facts = inspect.inspect_for(_inspect_target(names[ref], ref), [(c.process, c.name) for c in users])
+                facts = self.o.inspect_images(_inspect_target(names[ref], ref), [(c.process, c.name) for c in users])
                 judged = {
                     f.container: inspect.predict(f, self.sess.node_platform, self.sess.emulation)
                     for f in reversed(facts)

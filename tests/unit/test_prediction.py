@@ -271,3 +271,28 @@ def test_the_doctor_says_when_the_seed_images_are_not_built(
     out = capsys.readouterr().out
     assert "image" in out and "label platform" in out and "entrypoint bytes" in out and "predicted outcome" in out
     assert out.count("not built yet: run make reproduce") == 2
+
+
+def test_an_image_that_cannot_be_read_is_predicted_unknown_and_the_run_goes_on() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from harness import runner
+    from harness.platforms import EmulationState, Platform
+
+    def unreadable(target: str, uses: Any) -> list[inspect.ImageFacts]:
+        raise inspect.InspectError(f"image {target} is not present", "build it")
+
+    said: list[str] = []
+    run = runner._Run(
+        cast(Any, SimpleNamespace(name="web")), runner.RunOptions(say=said.append, inspect_images=unreadable)
+    )
+    run.session = cast(
+        Any, SimpleNamespace(node_platform=Platform("linux", "amd64"), emulation=EmulationState(False, False))
+    )
+    run.built = {"web": "web:v1"}
+    docs = [{"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "web:v1"}]}}]
+    run.predict(inspect.containers_of([*docs, {"kind": "Pod", "spec": {"containers": [{"image": "other:v1"}]}}]))
+    assert [(p.container, p.outcome) for p in run.predictions] == [("c", "unknown")]
+    assert run.predictions[0].reason.startswith("unknown, because image web:v1 is not present")
+    assert said == ["    predicted: container c (web:v1): unknown — " + run.predictions[0].reason]
