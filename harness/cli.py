@@ -1,4 +1,8 @@
-"""python -m harness: list, doctor, reproduce, cluster, gc. A thin door onto the library."""
+"""python -m harness: list, doctor, reproduce, cluster, gc, inspect. A thin door onto the library.
+
+The commands import what they need when they run: the scenario, runner, report and cluster
+modules pull in the Kubernetes client (seconds), which `inspect`, a CI gate, never needs.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,25 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness import platforms, project, registry, report, scenario, signals, tools
-from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
+from harness import project, signals, tools
 from harness.errors import HarnessError
-from harness.runner import ExitStatus, RunOptions, run_scenario
+
+if TYPE_CHECKING:
+    from harness.inspect import ImageFacts
+    from harness.platforms import EmulationState, Platform
+    from harness.runner import RunOptions, RunResult
+    from harness.scenario import Scenario
+
+BAD_INPUT = 2  # harness.runner.ExitStatus.BAD_INPUT (a unit test keeps them equal)
+ENVIRONMENT = 3  # harness.runner.ExitStatus.ENVIRONMENT
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from harness import scenario
+    from harness.runner import ExitStatus
+
     found = project.find_project()  # --root, else [tool.incident-harness] above the cwd, else the cwd
     paths = scenario.discover()
     if not paths:
@@ -37,6 +52,10 @@ def _line(label: str, value: str) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    from harness import platforms, registry
+    from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
+    from harness.runner import ExitStatus
+
     problems = 0
     print("tools")
     for name, cmd in {
@@ -115,10 +134,69 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         )
     else:
         print(f"  partly: {expectation.name.lower().replace('_', ' ')}")
+    _truth_table(node, emulation)
     return 0 if problems == 0 else int(ExitStatus.ENVIRONMENT)
 
 
+SEED_SCENARIO = "arm64-on-amd64.yaml"
+SEED_IMAGES = ("laptop-build", "ci-build")
+
+
+def _latest_local(repository: str) -> str | None:
+    """The newest local image of a repository (docker lists newest first), or None."""
+    result = tools.run(
+        [tools.docker_binary(), "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository],
+        check=False,
+        timeout=30,
+    )
+    refs = [line for line in result.stdout.split() if not line.endswith(":<none>")] if result.returncode == 0 else []
+    return refs[0] if refs else None
+
+
+def _entrypoint_bytes(facts: ImageFacts) -> str:
+    """The ELF the kernel loads for the image's entrypoint, in one phrase ('amd64 ELF /usr/bin/python3.11')."""
+    m = facts.runnable[0] if facts.runnable else None
+    ep = m.entrypoint if m is not None else None
+    hop = ep.loaded_elf if ep is not None else None
+    if hop is None or hop.elf is None:
+        return "unknown" if ep is None else (ep.unknown or (ep.hops[-1].kind.value if ep.hops else "unknown"))
+    return f"{hop.elf.architecture} ELF {hop.resolved or hop.requested}"
+
+
+def _truth_table(node: Platform, emulation: EmulationState) -> None:
+    """The seed scenario's images, read from their bytes, and what they do on these nodes."""
+    from harness import inspect
+
+    print(f"seed scenario's images on {node} nodes ({SEED_SCENARIO})")
+    rows = [("image", "label platform", "entrypoint bytes", "predicted outcome")]
+    for name in SEED_IMAGES:
+        ref = _latest_local(f"incident-harness/{name}")
+        if ref is None:
+            rows.append((name, "-", "-", "not built yet: run make reproduce"))
+            continue
+        try:
+            facts = inspect.inspect(ref)[0]
+            prediction = inspect.predict(facts, node, emulation)
+            label = ", ".join(m.label for m in facts.runnable) or "-"
+            rows.append((ref, label, _entrypoint_bytes(facts), f"{prediction.outcome.value}: {prediction.reason}"))
+        except HarnessError as exc:
+            rows.append((ref, "-", "-", f"unknown, because {exc.cause}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+def run_scenario(s: Scenario, options: RunOptions) -> RunResult:
+    """harness.runner.run_scenario, imported when a scenario is run."""
+    from harness import runner
+
+    return runner.run_scenario(s, options)
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from harness import report, scenario
+    from harness.runner import ExitStatus, RunOptions
+
     s = scenario.load(args.scenario)
     print(f"scenario {s.name}: {s.title}")
     printer = None if args.quiet else report.live_printer(sys.stdout)
@@ -147,6 +225,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
+    from harness.cluster import KindCluster, default_name
+
     cluster = KindCluster(
         name=args.name or default_name(), node_image=args.node_image, kind_bin=args.kind_bin, workers=args.workers
     )
@@ -170,7 +250,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
     if args.cluster and args.all:
         print("error: --cluster and --all exclude each other (--all removes everything)", file=sys.stderr)
-        return int(ExitStatus.BAD_INPUT)
+        return BAD_INPUT
     surveyed = gc.survey(args.cluster)
     if args.cluster and not surveyed.found:
         print(f"nothing the harness made belongs to cluster(s) {', '.join(args.cluster)}")
@@ -191,6 +271,8 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
+    from harness import scenario
+
     print(json.dumps(scenario.json_schema(), indent=2))
     return 0
 
@@ -272,12 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM and SIGHUP take Ctrl-C's clean-up path (exit 143, 129).
         with signals.interrupting(), project.root_override(args.root):
             return int(args.func(args))
-    except scenario.ScenarioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return int(ExitStatus.BAD_INPUT)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return int(ExitStatus.ENVIRONMENT)
+        # A ScenarioError can only come from harness.scenario, imported by the command that raised it.
+        scenario = sys.modules.get("harness.scenario")
+        return BAD_INPUT if scenario is not None and isinstance(exc, scenario.ScenarioError) else ENVIRONMENT
     except KeyboardInterrupt as exc:
         print(f"interrupted ({signals.signal_name(exc)})", file=sys.stderr)
         return signals.exit_status(exc)

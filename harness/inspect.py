@@ -792,6 +792,7 @@ class ManifestContainer:
     init: bool
     image: str  # with ${VAR} placeholders substituted from the environment where set
     process: Process
+    restart_policy: str = "Always"  # the pod's restartPolicy (what the kubelet does when it exits)
 
 
 def _pod_spec(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -842,6 +843,17 @@ def manifest_containers(path: Path, environ: Mapping[str, str] | None = None) ->
         ) from exc
     except yaml.YAMLError as exc:
         raise InspectError(f"--manifest {path} is not valid YAML ({exc})", "fix the file") from exc
+    found = containers_of(docs, environ)
+    if not found:
+        raise InspectError(
+            f"--manifest {path} holds no workload with containers", "pass the file of a Deployment, Pod, Job, ..."
+        )
+    return found
+
+
+def containers_of(docs: Iterable[Any], environ: Mapping[str, str] | None = None) -> list[ManifestContainer]:
+    """Every container and init container of the workloads among Kubernetes objects (parsed YAML)."""
+    environ = {} if environ is None else environ
     found = []
     for doc in docs:
         if not isinstance(doc, Mapping):
@@ -850,16 +862,15 @@ def manifest_containers(path: Path, environ: Mapping[str, str] | None = None) ->
         if pod is None:
             continue
         workload = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name', '?')}"
+        policy = str(pod.get("restartPolicy") or "Always")
         for key, init in (("initContainers", True), ("containers", False)):
             for container in pod.get(key) or []:
                 image = string.Template(str(container.get("image", ""))).safe_substitute(environ)
                 found.append(
-                    ManifestContainer(workload, str(container.get("name")), init, image, _process(container, pod))
+                    ManifestContainer(
+                        workload, str(container.get("name")), init, image, _process(container, pod), policy
+                    )
                 )
-    if not found:
-        raise InspectError(
-            f"--manifest {path} holds no workload with containers", "pass the file of a Deployment, Pod, Job, ..."
-        )
     return found
 
 

@@ -36,13 +36,37 @@ class StepReport:
 
 
 @dataclass(frozen=True)
+class PredictionReport:
+    """What the image's bytes predict one container does on the nodes, before anything is deployed."""
+
+    container: str
+    init: bool
+    image: str  # the reference the container runs
+    outcome: str  # harness.inspect.Expected's value: "runs", "exec format error", ..., "unknown"
+    reason: str  # one line
+    manifest: str | None = None  # the platform label of the manifest judged (an index's entry)
+    restart_policy: str = "Always"  # the pod's: what the kubelet does when the container exits
+
+    @property
+    def line(self) -> str:
+        kind = "init container" if self.init else "container"
+        return f"{kind} {self.container} ({self.image}): {self.outcome} — {self.reason}"
+
+
+@dataclass(frozen=True)
 class VerdictReport:
-    """One watch of the workload, what was expected of it, and whether it matched."""
+    """One watch of the workload, what was expected of it, and whether it matched.
+
+    predicted and disagreement set the prediction beside the observation: information only,
+    they never change `passed` (either the harness or the cluster surprised us).
+    """
 
     label: str
     expected: frozenset[Outcome]
     verdict: Verdict
     passed: bool
+    predicted: str = ""  # "CrashLoopBackOff (init container migrate: exec format error — ...)", "" if none
+    disagreement: str | None = None  # "prediction disagrees: predicted X (reason), observed Y"
 
     @classmethod
     def judge(cls, label: str, expected: Outcome | Iterable[Outcome], verdict: Verdict) -> VerdictReport:
@@ -72,6 +96,11 @@ class RunReport:
     error: str | None = None
     facts: Mapping[str, str] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    predictions: tuple[PredictionReport, ...] = ()
+
+    @property
+    def disagreements(self) -> tuple[str, ...]:
+        return tuple(vr.disagreement for vr in self.verdicts if vr.disagreement)
 
     @property
     def seconds(self) -> float:
@@ -97,6 +126,8 @@ class RunReport:
             parts.append("fix NOT verified")
         if self.emulation:
             parts.append("emulation present")
+        if self.disagreements:
+            parts.append("prediction disagrees")
         status, details = parts[0], parts[1:]
         return f"{status} — {'; '.join(details)}" if details else status
 
@@ -141,12 +172,18 @@ def render_terminal(run: RunReport) -> str:
     for step in run.steps:
         detail = f"  {step.detail}" if step.detail else ""
         lines.append(f"  [{step.status.value:<7}] {step.name} ({step.seconds:.1f} s){detail}")
+    for p in run.predictions:
+        lines.append(f"  predicted: {p.line}")
     for vr in run.verdicts:
         mark = "ok  " if vr.passed else "FAIL"
         lines.append(
             f"  {mark} {vr.label}: expected {_expected(vr.expected)}, observed {vr.verdict.outcome.label}"
             f" — {vr.verdict.summary}"
         )
+        if vr.disagreement:
+            lines.append(f"  !!   {vr.label}: {vr.disagreement}")
+        elif vr.predicted:
+            lines.append(f"       {vr.label}: prediction agrees: {vr.predicted}")
     if run.error:
         lines.append(f"  error: {run.error}")
     return "\n".join(lines)
@@ -207,6 +244,8 @@ def _verdict_markdown(index: int, vr: VerdictReport, node_platform: str) -> list
         "",
         f"- Expected: {_expected(vr.expected)}",
         f"- Observed: **{v.outcome.label}** after {v.seconds:.1f} s",
+        *([f"- Predicted: {_cell(vr.predicted)}"] if vr.predicted else []),
+        *([f"- **{_cell(vr.disagreement)}**"] if vr.disagreement else []),
         f"- Summary: {_cell(v.summary)}",
         f"- Pods: {', '.join(f'`{p}`' for p in v.pods) or '(none)'}",
         f"- Restarts (max): {v.restarts}; ready seen: {'yes' if v.ready_seen else 'no'}",
@@ -289,6 +328,19 @@ def render_markdown(run: RunReport) -> str:
         for i, step in enumerate(run.steps, 1):
             out.append(
                 f"| {i} | {_cell(step.name)} | {step.status.value} | {step.seconds:.1f} | {_cell(step.detail)} |"
+            )
+        out.append("")
+    if run.predictions:
+        out += [
+            "## Prediction (from the images' bytes, before deploy)",
+            "",
+            "| Container | Init | Image | Manifest | Predicted | Reason |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in run.predictions:
+            out.append(
+                f"| {_cell(p.container)} | {'yes' if p.init else 'no'} | `{_cell(p.image)}` | {_cell(p.manifest or '')}"
+                f" | **{_cell(p.outcome)}** | {_cell(p.reason)} |"
             )
         out.append("")
     if run.verdicts:
@@ -388,9 +440,22 @@ def run_to_dict(run: RunReport) -> dict[str, Any]:
                 "label": vr.label,
                 "expected": sorted(o.value for o in vr.expected),
                 "passed": vr.passed,
+                "predicted": vr.predicted or None,
+                "prediction_disagrees": vr.disagreement,
                 "verdict": verdict_to_dict(vr.verdict),
             }
             for vr in run.verdicts
+        ],
+        "prediction": [
+            {
+                "container": p.container,
+                "init": p.init,
+                "image": p.image,
+                "manifest": p.manifest,
+                "outcome": p.outcome,
+                "reason": p.reason,
+            }
+            for p in run.predictions
         ],
         "artifacts": list(run.artifacts),
     }

@@ -14,9 +14,9 @@ runs the clean-up, and the report says in which step the run stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
@@ -24,12 +24,13 @@ from typing import Any
 
 import urllib3
 
-from harness import images, outcomes, platforms, signals, workload
+from harness import images, inspect, outcomes, platforms, signals, tools, workload
 from harness.cluster import KindCluster
 from harness.errors import HarnessError
+from harness.inspect import Expected as Predicted
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import Platform
-from harness.report import RunReport, StepReport, StepStatus, VerdictReport, write_reports
+from harness.report import PredictionReport, RunReport, StepReport, StepStatus, VerdictReport, write_reports
 from harness.scenario import Expected, ImageSpec, Scenario, ScenarioError, Symptom
 from harness.session import (
     API_PROBE_INTERVAL,
@@ -59,6 +60,9 @@ __all__ = [
     "api_problem",
     "check_symptom",
     "cluster_gone",
+    "compare_prediction",
+    "decisive_prediction",
+    "implied_outcomes",
     "run_scenario",
 ]
 
@@ -93,6 +97,10 @@ class RunOptions:
     on_evidence: Callable[[Evidence], None] | None = None
     say: Callable[[str], None] = print
     api_gone_after: float = CLUSTER_GONE_AFTER
+    # Reads a built image's facts for the prediction before apply (harness.inspect.inspect_for's signature).
+    inspect_images: Callable[[str, Sequence[tuple[inspect.Process | None, str | None]]], list[inspect.ImageFacts]] = (
+        inspect.inspect_for
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,9 @@ class _Run:
         self.masked = False
         self.emulation_note: str | None = None
         self.artifacts: list[str] = []
+        self.containers: list[inspect.ManifestContainer] = []  # of the applied workload
+        self.predictions: list[PredictionReport] = []  # every prediction made, for the report
+        self.current_predictions: list[PredictionReport] = []  # for the pods the next watch judges
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -255,8 +266,49 @@ class _Run:
                 init_image=init_image,
                 patches=w.patch,
             )
+            self.containers = inspect.containers_of(rendered)
+            self.predict(self.containers)
             self.work = self.sess.apply(rendered, deployment=w.deployment, origins=origins)
             self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
+
+    # -- prediction --------------------------------------------------------------------------------
+
+    def predict(self, containers: list[inspect.ManifestContainer]) -> None:
+        """Predict, from the built images' bytes, what each container does on these nodes; never fails the run."""
+        names = {ref: name for name, ref in self.built.items()}
+        mine = [c for c in containers if c.image in names]  # only the images the scenario builds
+        by_ref: dict[str, list[inspect.ManifestContainer]] = {}
+        for c in mine:
+            by_ref.setdefault(c.image, []).append(c)
+        found: dict[tuple[str, str], PredictionReport] = {}
+        for ref, users in by_ref.items():
+            try:
+                facts = self.o.inspect_images(_inspect_target(names[ref], ref), [(c.process, c.name) for c in users])
+                judged = {
+                    f.container: inspect.predict(f, self.sess.node_platform, self.sess.emulation)
+                    for f in reversed(facts)
+                }
+                for c in users:
+                    pred = judged[c.name]
+                    found[(c.name, ref)] = _prediction(c, pred.outcome.value, pred.reason, pred.manifest)
+            except Exception as exc:  # noqa: BLE001 - a prediction is information: it never fails the run
+                for c in users:
+                    found[(c.name, ref)] = _prediction(
+                        c, Predicted.UNKNOWN.value, f"unknown, because {first_line(exc)}"
+                    )
+        self.current_predictions = [found[(c.name, c.image)] for c in mine]
+        for p in self.current_predictions:
+            self.o.say(f"    predicted: {p.line}")
+            if p not in self.predictions:
+                self.predictions.append(p)
+
+    def judged(self, label: str, wanted: Outcome, verdict: Verdict) -> VerdictReport:
+        """The verdict, with the prediction set beside the observation (never changes whether it passed)."""
+        judged = VerdictReport.judge(label, wanted, verdict)
+        predicted, disagreement = compare_prediction(self.current_predictions, verdict)
+        if disagreement:
+            self.o.say(f"    {disagreement}")
+        return replace(judged, predicted=predicted, disagreement=disagreement)
 
     def watch_incident(self) -> None:
         assert self.work is not None
@@ -277,7 +329,7 @@ class _Run:
             self.o.say(f"    emulation: {watched.emulation}")
             self.facts["emulation verdict"] = watched.emulation
             self.emulation_note = watched.emulation
-        self.verdicts.append(VerdictReport.judge("incident", wanted, verdict))
+        self.verdicts.append(self.judged("incident", wanted, verdict))
         self.masked = watched.masked
         self.symptoms = [] if self.masked else _checks(expect, verdict)
         for check in self.symptoms:
@@ -294,10 +346,13 @@ class _Run:
         deployment = self.work.deployment
         fix_started = datetime.now(UTC)
         new_images: list[str] = []
+        containers = list(self.containers)
         for step in self.s.fix_steps:
             if step.kind == "setImage":
                 ref = self.build_and_load(step.value)
                 new_images.append(ref)
+                name = self.s.workload.container
+                containers = [replace(c, image=ref) if not c.init and name in (None, c.name) else c for c in containers]
                 with self.step(f"fix: set image {step.value}"):
                     self.sess.set_image(
                         self.namespace,
@@ -310,8 +365,11 @@ class _Run:
                 with self.step("fix: rollout restart"):
                     self.sess.rollout_restart(self.namespace, _need(deployment, "rolloutRestart", self.s))
             elif step.kind == "rollback":
+                containers = []  # the previous revision's images are the cluster's to know: nothing predicted
                 with self.step("fix: rollout undo"):
                     self.sess.rollback(self.namespace, _need(deployment, "rollback", self.s))
+        self.o.say("    after the fix:")
+        self.predict(containers)
         with self.step(f"watch fix: expect {fe.outcome.label}"):
             # Only pods created after the fix count: those of the broken revision prove nothing.
             watched = self.sess.watch(
@@ -324,7 +382,7 @@ class _Run:
             )
         verdict = watched.verdict
         wanted = Outcome.RAN_EMULATED if watched.emulation else fe.outcome
-        judged = VerdictReport.judge("fix", wanted, verdict)
+        judged = self.judged("fix", wanted, verdict)
         self.verdicts.append(judged)
         self.fix_checks = [*_checks(fe, verdict), *_after_fix_checks(verdict, new_images)]
         for check in self.fix_checks:
@@ -374,7 +432,120 @@ class _Run:
             error=error,
             facts=dict(self.facts),
             artifacts=tuple(self.artifacts),
+            predictions=tuple(self.predictions),
         )
+
+
+def _prediction(
+    c: inspect.ManifestContainer, outcome: str, reason: str, manifest: str | None = None
+) -> PredictionReport:
+    return PredictionReport(c.name, c.init, c.image, outcome, reason, manifest, c.restart_policy)
+
+
+def _inspect_target(name: str, ref: str) -> str:
+    """What inspect reads for a built image: the local image, or the archive of an index the session loaded."""
+    _head, sep, tag = ref.rpartition(":multi-")
+    if sep:
+        archive = tools.cache_dir() / "indexes" / f"{name}-multi-{tag}.tar"  # harness.session.Session.load_index
+        if archive.is_file():
+            return str(archive)
+    return ref
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction beside observation
+
+_EXITS_AT_ONCE = frozenset(
+    {
+        Predicted.EXEC_FORMAT_ERROR,
+        Predicted.NO_SUCH_FILE,
+        Predicted.PERMISSION_DENIED,
+        Predicted.BAD_INTERPRETER,
+        Predicted.EXEC_FAILS,
+        Predicted.EXITS,
+    }
+)
+_CONTRADICT_RUNS = frozenset({Outcome.RAN_EMULATED, Outcome.IMAGE_PULL})
+
+
+def implied_outcomes(predicted: Predicted, *, init: bool, restart_policy: str = "Always") -> frozenset[Outcome] | None:
+    """The workload outcomes a container's predicted exec implies (None: the prediction decides nothing).
+
+    A process that cannot be executed exits at once: a restarting pod crash-loops (an init
+    container: Init:CrashLoopBackOff), a pod with restartPolicy Never fails. "Runs" is
+    contradicted only by emulation, a pull failure or an exec format error (compare_prediction):
+    what a running program does next is the program's own business.
+    """
+    if predicted in _EXITS_AT_ONCE:
+        if restart_policy == "Never":
+            return frozenset({Outcome.FAILED})
+        return frozenset({Outcome.INIT_CRASH_LOOP if init else Outcome.CRASH_LOOP})
+    if predicted is Predicted.RUNS_EMULATED:
+        return frozenset({Outcome.RAN_EMULATED})
+    if predicted is Predicted.CANNOT_PULL:
+        return frozenset({Outcome.IMAGE_PULL})
+    if predicted is Predicted.RUNS:
+        return frozenset(Outcome) - _CONTRADICT_RUNS
+    return None
+
+
+def _predicted(p: PredictionReport) -> Predicted:
+    try:
+        return Predicted(p.outcome)
+    except ValueError:
+        return Predicted.UNKNOWN
+
+
+def decisive_prediction(predictions: list[PredictionReport]) -> PredictionReport | None:
+    """The container whose prediction decides the pod's fate.
+
+    Init containers run first, in order: the first that cannot start (or is unknown) decides. Then
+    a main container that cannot be pulled or started, then one unknown, then one emulated; else
+    all run and the first main container stands for them.
+    """
+    blocking = _EXITS_AT_ONCE | {Predicted.CANNOT_PULL}
+    inits = [p for p in predictions if p.init]
+    mains = [p for p in predictions if not p.init]
+    for p in inits:
+        if _predicted(p) in blocking | {Predicted.UNKNOWN}:
+            return p
+    for wanted in (blocking, {Predicted.UNKNOWN}):
+        for p in mains:
+            if _predicted(p) in wanted:
+                return p
+    for p in predictions:
+        if _predicted(p) is Predicted.RUNS_EMULATED:
+            return p
+    first = mains or inits
+    return first[0] if first else None
+
+
+def compare_prediction(predictions: list[PredictionReport], verdict: Verdict) -> tuple[str, str | None]:
+    """(what was predicted, in the verdict's terms; the disagreement line, or None when they agree).
+
+    Both are information only: neither changes whether the verdict passed.
+    """
+    p = decisive_prediction(predictions)
+    if p is None:
+        return "", None
+    kind = "init container" if p.init else "container"
+    because = f"{kind} {p.container}: {p.outcome} — {p.reason}"
+    predicted = _predicted(p)
+    implied = implied_outcomes(predicted, init=p.init, restart_policy=p.restart_policy)
+    if implied is None:
+        return f"unknown ({because}): nothing to compare", None
+    observed = verdict.outcome
+    if predicted is Predicted.RUNS:
+        label = "runs (not " + " nor ".join(sorted(o.label for o in _CONTRADICT_RUNS)) + " nor an exec format error)"
+        exec_failed = verdict.cause is not None and verdict.cause.exec_format_error
+        contradicted = observed in _CONTRADICT_RUNS or exec_failed
+    else:
+        label = " or ".join(sorted(o.label for o in implied))
+        contradicted = observed not in implied
+    text = f"{label} ({because})"
+    if not contradicted:
+        return text, None
+    return text, f"prediction disagrees: predicted {text}, observed {observed.label}"
 
 
 def _validate(scenario: Scenario) -> None:
