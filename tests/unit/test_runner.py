@@ -240,12 +240,18 @@ def seed(tmp_path: Path) -> scenario.Scenario:
     return scenario.load(path)
 
 
+def _no_images(target: str, uses: Any) -> Any:
+    """The image reader for fake sessions: there is no engine, so every prediction is "unknown"."""
+    raise HarnessError(f"no image {target} (unit test)", "none")
+
+
 def run(s: scenario.Scenario, session: FakeSession, tmp_path: Path) -> RunResult:
     said: list[str] = []
     result = run_scenario(
         s,
         RunOptions(
             session=session,  # type: ignore[arg-type]
+            inspect_images=_no_images,
             report_dir=tmp_path / "reports",
             artifacts_dir=tmp_path / "artifacts",
             say=said.append,
