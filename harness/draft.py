@@ -519,7 +519,16 @@ def decide(
 
     reason = cause.reason if cause else outcome_name
     title = f"{kind} {wname}: {outcome_name} ({reason})"
-    incident = cause.describe() if cause else f"{kind} {wname} pods ended {outcome_name}"
+    incident = f"{kind} {wname}: pods ended {outcome_name}"
+    if cause is not None:
+        where = f"pod {cause.pod}" + (f" container {cause.container}" if cause.container else "")
+        incident += f"; {where}: {cause.reason}"
+        if cause.exit_code is not None:
+            incident += f", exit code {cause.exit_code}"
+        if cause.explanation:
+            incident += f"; {cause.explanation}"
+        if line:
+            incident += f"; its last terminated instance logged {line!r}"
     scenario_name = _slug(name or f"{wname}-{outcome_name}")
     return Draft(
         name=scenario_name,
