@@ -41,6 +41,7 @@ from harness.outcomes import (
     has_exec_format_error,
 )
 from harness.project import find_project
+from harness.workload import MANAGED_LABEL
 
 RESTARTS_CAP: Final = 2  # restartsAtLeast: enough to show a loop without waiting out the back-off
 CLUSTER_ANNOTATIONS: Final = (
@@ -218,8 +219,10 @@ def _clean_meta(meta: Mapping[str, Any], pod_template: bool = False) -> Obj:
         out["annotations"] = annotations
     else:
         out.pop("annotations", None)
-    if pod_template and out.get("labels"):
-        out["labels"] = {k: v for k, v in out["labels"].items() if k != "pod-template-hash"}
+    if out.get("labels"):
+        # pod-template-hash is the ReplicaSet's; the harness's own label is added again when it applies
+        drop = {"pod-template-hash", MANAGED_LABEL} if pod_template else {MANAGED_LABEL}
+        out["labels"] = {k: v for k, v in out["labels"].items() if k not in drop}
     return out
 
 
@@ -305,6 +308,10 @@ def _stable_event_text(message: str, pod: str, namespace: str) -> str:
         cut = min(cut, uid.start())
     text = message[:cut].rstrip(" (_/:")
     return text if len(text) >= 12 else ""
+
+
+def _reason_of(cause: Any) -> str:
+    return str(getattr(cause, "reason", "") or "unknown")
 
 
 def _decisive_line(lines: Sequence[str]) -> str:
@@ -419,8 +426,14 @@ def decide(
             m := re.match(r"\s*(Liveness|Readiness|Startup) probe (failed|errored)", str(e.get("message") or ""), re.I)
         )
     }
+    probe_caused = outcome is Outcome.NOT_READY or bool(cause and cause.probe)
     for probe in sorted(probe_seen):
-        symptoms.append(("probeFailed", probe))
+        if probe_caused:
+            symptoms.append(("probeFailed", probe))
+        else:  # a probe that failed while a crashing container was briefly up: incidental, and racy to assert
+            notes.append(
+                f"seen, not asserted: a {probe} probe failure of {culprit_pod.name} (the cause is {_reason_of(cause)})"
+            )
     warnings = [
         e
         for e in b.events
