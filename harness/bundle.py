@@ -120,7 +120,11 @@ def image_runs(
     nodes: Mapping[str, Mapping[str, Any]],
     known: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[ImageRecord]:
-    """Per container status: the image, its imageID, the node's platform; known maps imageID -> (platform, source)."""
+    """Per container status: the image, its imageID, the node's platform.
+
+    known maps an imageID (or, for a container that never started, its image reference) to
+    (platform, how it was known).
+    """
     records = []
     for pod in pods:
         name = str(_get(pod, "metadata", "name") or "")
@@ -136,13 +140,14 @@ def image_runs(
                 if not isinstance(status, Mapping):
                     continue
                 image_id = str(status.get("imageID") or "")
-                platform, source = (known or {}).get(image_id, ("", ""))
+                ref = str(spec_images.get(status.get("name")) or status.get("image") or "")
+                platform, source = (known or {}).get(image_id or ref, ("", ""))
                 records.append(
                     ImageRecord(
                         pod=name,
                         container=str(status.get("name") or ""),
                         init=init,
-                        image=str(spec_images.get(status.get("name")) or status.get("image") or ""),
+                        image=ref,
                         image_id=image_id,
                         node=node,
                         node_platform=node_platform(nodes.get(node) or {}),

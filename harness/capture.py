@@ -434,7 +434,7 @@ def _platform_of(info: Mapping[str, Any]) -> str:
 
 
 def local_image_platforms(runs: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    """imageID -> (platform, how it was known) for (imageID, image reference) pairs the local Docker engine holds.
+    """imageID (or the reference, for a container that never started) -> (platform, how it was known).
 
     Best: the engine has the very image that ran (its ID or a repo digest is the imageID). Else an
     image under the same reference, said so (kind's image import gives loaded images an imageID of
@@ -444,10 +444,14 @@ def local_image_platforms(runs: Sequence[tuple[str, str]]) -> dict[str, tuple[st
 
     known: dict[str, tuple[str, str]] = {}
     for image_id, ref in sorted(set(runs)):
-        if not image_id or image_id in known:
+        if (image_id or ref) in known or not (image_id or ref):
             continue
         try:
-            by_id = layers.engine_inspect(image_id.removeprefix("docker-pullable://").removeprefix("docker.io/"))
+            by_id = (
+                layers.engine_inspect(image_id.removeprefix("docker-pullable://").removeprefix("docker.io/"))
+                if image_id
+                else None
+            )
             digest = image_id.rpartition("@")[2]
             if by_id and (
                 by_id.get("Id") == image_id
@@ -463,10 +467,10 @@ def local_image_platforms(runs: Sequence[tuple[str, str]]) -> dict[str, tuple[st
         except HarnessError:
             return known  # no engine here: platforms stay unknown
         if by_ref and _platform_of(by_ref):
-            known[image_id] = (
+            known[image_id or ref] = (
                 _platform_of(by_ref),
                 f"local Docker engine image {ref} ({by_ref.get('Id')}): same reference, "
-                "not compared with the imageID that ran",
+                + ("not compared with the imageID that ran" if image_id else "the container never started"),
             )
     return known
 

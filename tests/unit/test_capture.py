@@ -296,3 +296,22 @@ def test_missing_context_from_the_command_line(tmp_path: Path, capsys: pytest.Ca
     status = cli.main(["capture", "--kubeconfig", str(config), "--context", "nope", "-n", "x", "--deployment", "y"])
     err = capsys.readouterr().err
     assert status == 3 and "context 'nope' is not in kubeconfig" in err
+
+
+def test_local_image_platforms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's image with the imageID that ran; else the same reference, said so; else unknown."""
+    from harness import layers
+
+    engine = {
+        "sha256:aaa": {"Id": "sha256:aaa", "Os": "linux", "Architecture": "arm64", "Variant": "v8"},
+        "web:2": {"Id": "sha256:bbb", "Os": "linux", "Architecture": "amd64"},
+    }
+    monkeypatch.setattr(layers, "engine_inspect", lambda ref: engine.get(ref))
+    known = capture.local_image_platforms(
+        [("sha256:aaa", "web:1"), ("docker.io/library/import@sha256:ccc", "web:2"), ("", "web:2"), ("", "nope:1")]
+    )
+    assert known["sha256:aaa"] == ("linux/arm64/v8", "local Docker engine image sha256:aaa: the imageID that ran")
+    assert known["docker.io/library/import@sha256:ccc"][0] == "linux/amd64"
+    assert "not compared with the imageID" in known["docker.io/library/import@sha256:ccc"][1]
+    assert "never started" in known["web:2"][1]
+    assert "nope:1" not in known
