@@ -286,6 +286,53 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return inspect.command(args)
 
 
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from harness import capture
+
+    target = capture.Target(args.namespace, args.deployment, args.selector)
+    api = capture.open_client(args.context, Path(args.kubeconfig) if args.kubeconfig else None)
+    out = Path(args.out) if args.out else capture.default_out(target)
+    result = capture.capture(api, target, out, context=args.context, local_images=not args.no_local_images)
+    print(f"captured {result.pods} pod(s) from context {args.context}, namespace {args.namespace} (read-only)")
+    for line in result.captured:
+        print(f"  {line}")
+    for line in result.missing:
+        print(f"  could not read: {line}")
+    print(f"bundle: {result.path}")
+    print(f"next: python -m harness draft {result.path}")
+    return 0
+
+
+def _cmd_draft(args: argparse.Namespace) -> int:
+    from harness import bundle, draft
+
+    given = {}
+    for item in args.image_platform or []:
+        ref, sep, plat = item.rpartition("=")
+        if not sep or not ref or not plat:
+            print(f"error: --image-platform {item}: expected REF=PLATFORM", file=sys.stderr)
+            return int(ExitStatus.BAD_INPUT)
+        given[ref] = plat
+    try:
+        written = draft.write(
+            bundle.read(Path(args.bundle)),
+            Path(args.out) if args.out else None,
+            name=args.name,
+            platforms=given,
+        )
+    except bundle.BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return int(ExitStatus.BAD_INPUT)
+    d = written.draft
+    print(f"drafted {written.scenario}: outcome {d.outcome}, {len(d.symptoms)} symptom(s)")
+    print(f"  manifest {written.manifest}")
+    for path in written.contexts:
+        print(f"  placeholder build context {path} (TODO)")
+    for todo in d.todos:
+        print(f"  TODO: {todo}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Reproduce Kubernetes incidents on kind.")
     parser.add_argument("--root", default=None, help=ROOT_HELP)
@@ -342,6 +389,29 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="read images' entrypoints from their layers; predict exec; CI gate")
     inspect.add_arguments(ins)
     ins.set_defaults(func=_cmd_inspect)
+
+    cap = sub.add_parser("capture", help="save an incident's evidence from any cluster, read-only, into a bundle")
+    cap.add_argument("--context", required=True, help="the kubeconfig context of the cluster")
+    cap.add_argument("--namespace", "-n", required=True)
+    which = cap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--deployment", help="the Deployment (with its ReplicaSets and pods)")
+    which.add_argument("--selector", "-l", help="a label selector for the pods (their owners are captured too)")
+    cap.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config)")
+    cap.add_argument("--out", default=None, help="a new folder, or FILE.tar.gz (default: incident-NS-NAME-TIME)")
+    cap.add_argument("--no-local-images", action="store_true", help="do not look up image platforms in local Docker")
+    cap.set_defaults(func=_cmd_capture)
+    dra = sub.add_parser("draft", help="write a scenario from an evidence bundle (or kubectl files saved by hand)")
+    dra.add_argument("bundle", help="a bundle folder or .tar.gz from capture, or a folder of kubectl files")
+    dra.add_argument("--out", default=None, help="the scenario file (default: the project's scenarios/NAME.yaml)")
+    dra.add_argument("--name", default=None, help="the scenario's name (default: from the workload and outcome)")
+    dra.add_argument("--root", default=argparse.SUPPRESS, help=ROOT_HELP)
+    dra.add_argument(
+        "--image-platform",
+        action="append",
+        metavar="REF=PLATFORM",
+        help="an image's platform, when the bundle lacks it",
+    )
+    dra.set_defaults(func=_cmd_draft)
     return parser
 
 
