@@ -311,7 +311,7 @@ def _cmd_draft(args: argparse.Namespace) -> int:
         ref, sep, plat = item.rpartition("=")
         if not sep or not ref or not plat:
             print(f"error: --image-platform {item}: expected REF=PLATFORM", file=sys.stderr)
-            return int(ExitStatus.BAD_INPUT)
+            return BAD_INPUT
         given[ref] = plat
     try:
         written = draft.write(
@@ -322,7 +322,7 @@ def _cmd_draft(args: argparse.Namespace) -> int:
         )
     except bundle.BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return int(ExitStatus.BAD_INPUT)
+        return BAD_INPUT
     d = written.draft
     print(f"drafted {written.scenario}: outcome {d.outcome}, {len(d.symptoms)} symptom(s)")
     print(f"  manifest {written.manifest}")
