@@ -40,7 +40,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from harness import images, outcomes, platforms, tools, workload
+from harness import images, outcomes, platforms, signals, tools, workload
 from harness.cluster import BoundedApiClient, KindCluster, default_name
 from harness.errors import BadInput, ClusterGone, HarnessError, ManifestRejected
 from harness.outcomes import Evidence, Outcome, Verdict
@@ -577,6 +577,7 @@ class _Supervisor:
         done = threading.Event()
 
         def work() -> None:
+            signals.leave_to_main_thread()  # Ctrl-C, SIGTERM and SIGHUP act in the main thread at once
             try:
                 results.append(fn())
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -592,6 +593,12 @@ class _Supervisor:
             self._abandon(thread)
             raise
         if errors:
+            if isinstance(errors[0], ClusterGone):
+                # The call's own retries gave up first: the same rule, said the session's way.
+                gone = errors[0]
+                raise cluster_gone(
+                    self.session.cluster.name, f"stopped answering while {self.what} ({gone.cause}): no verdict"
+                ) from gone
             raise errors[0]
         return results[0]
 
@@ -688,6 +695,7 @@ def _bounded(action: Callable[[], object], seconds: float, what: str) -> None:
     done = threading.Event()
 
     def work() -> None:
+        signals.leave_to_main_thread()
         try:
             action()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread

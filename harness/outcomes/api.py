@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from harness import signals
 from harness.errors import ClusterGone, HarnessError
 from harness.outcomes.model import (
     Obj,
@@ -260,6 +261,7 @@ class _Message:
 
 
 def _pump(stream: _Stream, out: queue.Queue[_Message]) -> None:
+    signals.leave_to_main_thread()  # a signal must reach the main thread, not a thread blocked in a read
     try:
         for kind, payload in stream:
             out.put(_Message(stream.what, kind, payload))

@@ -80,7 +80,7 @@ def _project(root: Path, session: Session) -> None:
     }
     for name, (title, platform, base, outcome, command) in cases.items():
         (root / "k8s" / f"{name}.yaml").write_text(DEPLOYMENT.format(name=name, command=command))
-        symptom = "previousLogContains: exec format error" if outcome != "Healthy" else "restartsAtLeast: 0"
+        symptom = "previousLogContains: exec format error" if outcome != "Healthy" else "neverReady: false"
         (root / "scenarios" / f"{name}.yaml").write_text(
             textwrap.dedent(
                 SCENARIO.format(name=name, title=title, platform=platform, base=base, outcome=outcome, symptom=symptom)
@@ -160,6 +160,7 @@ def test_a_manifest_the_api_server_rejects_is_bad_input_naming_file_and_object(
     from harness import runner, scenario
 
     manifest, expected = REJECTED[case]
+    (tmp_path / "pyproject.toml").write_text("[tool.incident-harness]\n")  # the project its paths resolve in
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\n")
     (tmp_path / "k8s").mkdir()
