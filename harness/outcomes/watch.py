@@ -530,6 +530,8 @@ def watch_workload(
                     decided = current  # still too few restarts, but a crash loop all the same
                 elif current is Outcome.PENDING and Outcome.PENDING in expected:
                     decided = Outcome.PENDING
+                elif current is Outcome.NOT_READY:
+                    decided = current  # not decided early (fail_on), and still not ready at the deadline
                 else:
                     decided = Outcome.TIMEOUT
                 break

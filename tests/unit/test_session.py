@@ -102,6 +102,23 @@ def test_an_image_that_runs_emulated_is_never_plain_healthy(tmp_path: Path, monk
     assert asked["expect"] == {Outcome.CRASH_LOOP, Outcome.RAN_EMULATED}
     assert watched.verdict.outcome is Outcome.RAN_EMULATED and watched.masked
     assert watched.emulation and "app:arm64" in watched.emulation
+    assert Outcome.NOT_READY not in asked["fail_on"], "an emulated app starting slowly is no early NotReady"
+    assert Outcome.CRASH_LOOP in asked["fail_on"] and Outcome.HEALTHY in asked["fail_on"]
+
+
+def test_a_native_watch_decides_not_ready_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: dict[str, Any] = {}
+
+    def watch_workload(core: Any, namespace: str, selector: str, **kwargs: Any) -> Verdict:
+        asked.update(kwargs)
+        return a_verdict(Outcome.NOT_READY)
+
+    monkeypatch.setattr(session_module.outcomes, "watch_workload", watch_workload)
+    monkeypatch.setattr(session_module.platforms, "read_binfmt", lambda: NO_EMULATION)
+    s = FakeSession(tmp_path)
+    s.note_image("app:arm64", [ARM64])
+    s.watch(WORK, expect=Outcome.HEALTHY, timeout=30)
+    assert "fail_on" not in asked  # the watch's default: NotReady is decisive
 
 
 def test_an_emulator_registered_during_the_watch_masks_a_healthy_verdict(
