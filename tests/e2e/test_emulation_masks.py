@@ -34,6 +34,7 @@ from harness.report import render_terminal
 from harness.runner import ExitStatus, RunOptions, RunResult, run_scenario
 from harness.scenario import SCENARIO_DIR, load
 from harness.tools import REPO_ROOT, docker_binary, run
+from hermetic.images.busybox_httpd import ensure_busybox_httpd
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulation]
 
@@ -246,16 +247,18 @@ def test_report_says_masked(window: Window) -> None:
 
 
 def test_the_plugin_reports_a_foreign_image_that_runs_emulated_as_masked(
-    foreign: platforms.Platform, deploy: Any, expect_outcome: Any, httpd_images: dict[str, str], httpd_deployment: Any
+    foreign: platforms.Platform, harness_cluster: KindCluster, deploy: Any, expect_outcome: Any, httpd_deployment: Any
 ) -> None:
     """The plugin's door (deploy + expect_outcome on the shared session) under a real QEMU handler.
 
     The foreign busybox httpd runs under emulation and becomes Ready: the session's watch must
     call that "Ran under emulation", never Healthy, though the test allows Healthy.
     """
+    image = ensure_busybox_httpd(str(foreign)).ref  # this module's `foreign` (the session's fixture needs its own)
+    harness_cluster.load_image(image)
     before = platforms.snapshot_binfmt()
     with platforms.emulation_registered(foreign):
-        applied = deploy(httpd_deployment("plugin-emulated"), image=httpd_images["foreign"])
+        applied = deploy(httpd_deployment("plugin-emulated"), image=image)
         verdict = expect_outcome(applied, {Outcome.HEALTHY, Outcome.RAN_EMULATED}, timeout=120)
     assert platforms.snapshot_binfmt() == before
     assert verdict.outcome is Outcome.RAN_EMULATED, verdict.summary
