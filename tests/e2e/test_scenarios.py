@@ -129,7 +129,8 @@ def test_scenario_items_report_verdict_reports_and_evidence(
     data = json.loads(report_json.read_text())
     assert data["exit_status"] == 1 and data["passed"] is False, data
     assert data["verdicts"][0]["verdict"]["outcome"] == "crash_loop", data["verdicts"][0]
-    (evidence,) = re.findall(r"evidence: (\S+)", output)
+    # The item's own line (a cause says "evidence: ..." too, naming what it rests on).
+    (evidence,) = re.findall(r"^evidence: (\S+)$", output, re.MULTILINE)
     describe = (Path(evidence) / "describe-pods.txt").read_text()
     assert re.search(r"Exit Code:\s+3", describe), describe
     assert "goodbye-from-main" in (Path(evidence) / "logs-previous.txt").read_text()
