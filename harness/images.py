@@ -41,7 +41,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +155,39 @@ def _file_sha256(path: Path) -> str:
 # Building
 
 
+def _buildx_cmd(
+    buildx: Sequence[str],
+    platform: Platform,
+    output: str,
+    ref: str,
+    dockerfile: Path,
+    args: Sequence[str],
+    context: Path,
+) -> list[str]:
+    """buildx on the engine's own (docker driver) builder; output is --load or --push."""
+    return [
+        *buildx,
+        *("build", "--builder", "default", "--platform", str(platform), output, "--progress", "plain"),
+        *("-t", ref, "-f", str(dockerfile), *args, str(context)),
+    ]
+
+
+def _classic_cmd(platform: Platform, ref: str, dockerfile: Path, args: Sequence[str], context: Path) -> list[str]:
+    """The engine's classic builder (run with DOCKER_BUILDKIT=0): no buildx, no registry."""
+    return [
+        docker_binary(),
+        "build",
+        "--platform",
+        str(platform),
+        "-t",
+        ref,
+        "-f",
+        str(dockerfile),
+        *args,
+        str(context),
+    ]
+
+
 def build_image(
     context: Path,
     platform: Platform,
@@ -180,37 +213,10 @@ def build_image(
                 "docker buildx is not installed (neither the docker CLI plugin nor the standalone binary)",
                 "run 'make setup' (hermetic/setup-host.sh buildx builds it with go)",
             )
-        cmd = [
-            *buildx,
-            "build",
-            "--builder",
-            "default",
-            "--platform",
-            str(platform),
-            "--load",
-            "--progress",
-            "plain",
-            "-t",
-            ref,
-            "-f",
-            str(dockerfile),
-            *arg_flags,
-            str(context),
-        ]
+        cmd = _buildx_cmd(buildx, platform, "--load", ref, dockerfile, arg_flags, context)
         env: dict[str, str] | None = None
     else:
-        cmd = [
-            docker_binary(),
-            "build",
-            "--platform",
-            str(platform),
-            "-t",
-            ref,
-            "-f",
-            str(dockerfile),
-            *arg_flags,
-            str(context),
-        ]
+        cmd = _classic_cmd(platform, ref, dockerfile, arg_flags, context)
         env = {"DOCKER_BUILDKIT": "0"}
     run(
         cmd,
@@ -744,41 +750,10 @@ def push_build(
     started = time.monotonic()
     buildx = buildx_command()
     if buildx is not None:
-        run(
-            [
-                *buildx,
-                "build",
-                "--builder",
-                "default",
-                "--platform",
-                str(platform),
-                "--push",
-                "--progress",
-                "plain",
-                "-t",
-                ref,
-                "-f",
-                str(dockerfile),
-                *arg_flags,
-                str(context),
-            ],
-            timeout=1800,
-            remedy=remedy,
-        )
+        run(_buildx_cmd(buildx, platform, "--push", ref, dockerfile, arg_flags, context), timeout=1800, remedy=remedy)
     else:
         run(
-            [
-                docker_binary(),
-                "build",
-                "--platform",
-                str(platform),
-                "-t",
-                ref,
-                "-f",
-                str(dockerfile),
-                *arg_flags,
-                str(context),
-            ],
+            _classic_cmd(platform, ref, dockerfile, arg_flags, context),
             env={"DOCKER_BUILDKIT": "0"},
             timeout=1800,
             remedy=remedy,
