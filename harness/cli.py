@@ -209,6 +209,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         report_dir=Path(args.report_dir),
         artifacts_dir=Path(args.artifacts_dir),
         on_evidence=printer,
+        registry=args.registry,
+        delivery=args.delivery,
     )
     result = run_scenario(s, options)
     print()
@@ -362,6 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--report-dir", default="reports", help="where the Markdown and JSON reports go")
     rep.add_argument("--artifacts-dir", default="artifacts", help="where evidence of a failed run goes")
     rep.add_argument("--quiet", action="store_true", help="no live timeline")
+    rep.add_argument(
+        "--registry",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="push to and pull from this registry (default: the harness's own, started on first use)",
+    )
+    rep.add_argument(
+        "--delivery",
+        choices=("registry", "load"),
+        default=None,
+        help="override the scenario's workload.delivery: push and pull, or kind load",
+    )
     rep.set_defaults(func=_cmd_reproduce)
 
     cl = sub.add_parser("cluster", help="create, delete, or show the kubeconfig of a harness cluster")

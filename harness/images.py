@@ -768,6 +768,11 @@ def push_build(
     return pushed
 
 
+def tag_local(source: str, target: str) -> None:
+    """`docker tag SOURCE TARGET` (a fixed tag over a content-tagged build)."""
+    run([docker_binary(), "tag", source, target], timeout=60, remedy=f"check that {source} exists (docker image ls)")
+
+
 def push_local(registry: Registry, source: str, repository: str, tag: str) -> PushedImage:
     """Tag a local image as HOST/REPOSITORY:TAG and `docker push` it (what a retag by hand does)."""
     ref = registry.ref(repository, tag)
