@@ -783,6 +783,23 @@ def push_local(registry: Registry, source: str, repository: str, tag: str) -> Pu
     return describe_pushed(registry, repository, tag, seconds=time.monotonic() - started)
 
 
+def push_retag(registry: Registry, source: str, platform: Platform, repository: str, tag: str) -> PushedImage:
+    """`docker pull --platform P SOURCE`, `docker tag`, `docker push` (a retag by hand on a P machine).
+
+    The engine pulls one platform of an index, so what it pushes back is that platform's single
+    manifest, whatever the source held (docker/for-mac#6894).
+    """
+    started = time.monotonic()
+    docker = docker_binary()
+    run(
+        [docker, "pull", "--platform", str(platform), source],
+        timeout=900,
+        remedy=f"read the last lines above: docker pull --platform {platform} {source} failed",
+    )
+    pushed = push_local(registry, source, repository, tag)
+    return dataclasses.replace(pushed, seconds=time.monotonic() - started)
+
+
 def push_index(registry: Registry, repository: str, tag: str, members: Iterable[PushedImage]) -> PushedImage:
     """PUT one OCI index naming members (single-platform manifests already in repository) as repository:tag."""
     started = time.monotonic()

@@ -14,6 +14,7 @@ runs the clean-up, and the report says in which step the run stopped.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -144,6 +145,8 @@ class _Run:
         self.built: dict[str, str] = {}
         self.pushed: dict[str, images.PushedImage] = {}  # registry delivery: what the registry holds
         self.delivered: dict[str, set[str]] = {}  # image name -> the digests/IDs the harness delivered for it
+        self.run_id = f"{scenario.name}-{secrets.token_hex(3)}"
+        self.facts_by_id: dict[str, list[inspect.ImageFacts]] = {}  # image ID delivered -> the facts read of it
         self.session: Session | None = options.session
         self.owns_session = False
         self.namespace = ""
@@ -229,13 +232,6 @@ class _Run:
             else:
                 ref = self.sess.load_index(built, name)
             self.o.say(f"    {ref} present on every node (crictl)")
-        if spec.tag is not None:
-            # A fixed tag, as with a registry: the loaded image is retagged (kind load replaces the nodes' copy).
-            fixed = f"{ref.rpartition(':')[0]}:{spec.tag}"
-            with self.step(f"tag {name} as {fixed}"):
-                images.tag_local(ref, fixed)
-                self.sess.load_image(fixed, [b.platform for b in built])
-            ref = fixed
         self.built[name] = ref
         for b in built:
             self.delivered.setdefault(name, set()).add(b.image_id)
@@ -244,6 +240,8 @@ class _Run:
     def build_and_push(self, name: str) -> str:
         """`buildx build --platform P --push` (several platforms: one OCI index); the kubelet pulls it."""
         spec = self.s.images[name]
+        if spec.retag_of is not None:
+            return self.retag_and_push(name)
         words = spec.platforms or (spec.platform,)
         targets = [self.sess.platform(w) for w in words]
         repository = self._repository(name)
@@ -280,8 +278,38 @@ class _Run:
         self.delivered.setdefault(name, set()).update(self.sess.image_ids(pushed.digest))
         return pushed.ref
 
+    def retag_and_push(self, name: str) -> str:
+        """`docker pull --platform P REF`, `docker tag`, `docker push`: what a retag by hand pushes."""
+        spec = self.s.images[name]
+        assert spec.retag_of is not None
+        source = self.build_and_push(spec.retag_of)
+        platform = self.sess.platform(spec.platform)
+        repository = self._repository(name)
+        tag = spec.tag or f"retag-{images.platform_slug(platform)}-{source.rpartition(':')[2]}"[:128]
+        with self.step(f"retag {spec.retag_of} as pulled on {platform}, push as {name}"):
+            pushed = self.sess.push_retag(source, platform, repository=repository, tag=tag)
+            held = ", ".join(str(p) for p in pushed.platforms) or "no platform"
+            kind = "index" if pushed.is_index else "single manifest"
+            self.o.say(f"    pushed {pushed.ref} ({kind} {pushed.digest[:19]}: {held}, {pushed.seconds:.1f}s)")
+        self.built[name] = pushed.ref
+        self.pushed[name] = pushed
+        self.delivered.setdefault(name, set()).update(self.sess.image_ids(pushed.digest))
+        return pushed.ref
+
     def _repository(self, name: str) -> str:
-        """The repository image `name` is pushed to: the one its container's image names in the manifests."""
+        """The repository image `name` is pushed to: the one its container's image names in the manifests.
+
+        A fixed tag (images.NAME.tag) is the run's own: its repository sits under runs/<run id>/,
+        so neither a run beside this one nor a node that pulled the tag in an earlier run can change
+        what it names here (a fresh node has never pulled it, as in the incident).
+        """
+        base = self._manifest_repository(name)
+        spec = self.s.images[name]
+        if spec.tag is not None:
+            return f"runs/{self.run_id}/{base}"
+        return base
+
+    def _manifest_repository(self, name: str) -> str:
         w = self.s.workload
         init = name == w.init_image and name != w.image
         docs = workload.load_manifests(list(w.manifests))
@@ -371,9 +399,16 @@ class _Run:
         found: dict[tuple[str, str], PredictionReport] = {}
         for ref, users in by_ref.items():
             try:
-                facts = self.o.inspect_images(_inspect_target(names[ref], ref), [(c.process, c.name) for c in users])
+                held, note = self._held_instead(names[ref], ref, users)
+                uses = [(c.process, c.name) for c in users]
+                # A pushed image is read where the kubelet pulls it from (the engine may hold another platform under its tag).
+                target = f"registry://{ref}" if names[ref] in self.pushed else _inspect_target(names[ref], ref)
+                facts = held if held is not None else self.o.inspect_images(target, uses)
+                if held is None:
+                    for image_id in self.delivered.get(names[ref], ()):
+                        self.facts_by_id[image_id] = facts
                 judged = {
-                    f.container: inspect.predict(f, self.sess.node_platform, self.sess.emulation)
+                    f.container: _noted(inspect.predict(f, self.sess.node_platform, self.sess.emulation), note)
                     for f in reversed(facts)
                 }
                 for c in users:
@@ -389,6 +424,31 @@ class _Run:
             self.o.say(f"    predicted: {p.line}")
             if p not in self.predictions:
                 self.predictions.append(p)
+
+    def _held_instead(
+        self, name: str, ref: str, users: list[inspect.ManifestContainer]
+    ) -> tuple[list[inspect.ImageFacts] | None, str]:
+        """What a node runs instead of what was delivered: with imagePullPolicy IfNotPresent or Never a
+        node that already holds the reference (pulled before its tag moved) starts its own copy.
+
+        (facts of that copy, a note) when a node holds ref as an image ID other than the one
+        delivered and the harness read that image before; (None, "") otherwise.
+        """
+        if all(c.pull_policy == "Always" for c in users) or self.s.workload.delivery != "registry":
+            return None, ""
+        delivered = self.delivered.get(name, set())
+        for node in self.sess.cluster.nodes():
+            held = self.sess.cluster.image_ids_on_node(node).get(ref)
+            if held and held not in delivered and held in self.facts_by_id:
+                policy = next(c.pull_policy for c in users if c.pull_policy != "Always")
+                note = (
+                    f"node {node} already holds {ref} as image {held[:19]} (pulled before the tag moved) and "
+                    f"imagePullPolicy {policy} starts that copy: "
+                )
+                known = self.facts_by_id[held]
+                by_name = {f.container: f for f in known}
+                return [by_name.get(c.name) or replace(known[0], container=c.name) for c in users], note
+        return None, ""
 
     def judged(self, label: str, wanted: Outcome, verdict: Verdict) -> VerdictReport:
         """The verdict, with the prediction set beside the observation (never changes whether it passed)."""
@@ -529,6 +589,10 @@ class _Run:
             artifacts=tuple(self.artifacts),
             predictions=tuple(self.predictions),
         )
+
+
+def _noted(prediction: inspect.Prediction, note: str) -> inspect.Prediction:
+    return replace(prediction, reason=note + prediction.reason) if note else prediction
 
 
 def _content_tag(context: Path, dockerfile: Path, args: dict[Platform, dict[str, str]]) -> str:

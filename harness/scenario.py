@@ -160,6 +160,16 @@ IMAGE = Record(
             )
         ),
         "builder": Slot(Text("the builder", choices=("buildx", "classic")), "buildx"),
+        "retag": Slot(
+            Record(
+                {
+                    "of": Slot(Text("an image name from `images` (pushed first)"), REQUIRED),
+                    "pulledOn": Slot(PLATFORM, REQUIRED),
+                },
+                "no build: what `docker pull`, `docker tag` and `docker push` of image `of` make on a machine of "
+                "platform `pulledOn` (the engine pulls only that platform, so an index loses the others)",
+            )
+        ),
         "tag": Slot(
             Text(
                 "a fixed tag (e.g. a mutable 'latest') every build of this image is pushed or loaded under; "
@@ -295,6 +305,7 @@ class ImageSpec:
     builder: str = "buildx"
     prepare: PrepareStep | None = None  # when set, the build context is the folder it fills
     tag: str | None = None  # a fixed tag; None: a content tag
+    retag_of: str | None = None  # no build: the image `docker pull --platform <platform>; tag; push` makes of this one
 
 
 @dataclass(frozen=True)
@@ -363,6 +374,12 @@ def _image(name: str, raw: dict[str, Any], root: Path, path: Path) -> ImageSpec:
     where = f"images.{name}"
     context = _existing(root, raw["context"], f"{where}.context", "folder") if raw["context"] else root
     dockerfile = _existing(root, raw["dockerfile"], f"{where}.dockerfile", "file") if raw["dockerfile"] else None
+    if raw["retag"] is not None:
+        given = [k for k in ("context", "dockerfile", "prepare", "platforms", "buildArgs") if raw[k]]
+        if given:
+            raise FieldError(f"{where}.{given[0]}", f"no {given[0]}: a retag builds nothing")
+        retag = raw["retag"]
+        return ImageSpec(name, root, None, retag["pulledOn"], tag=raw["tag"], retag_of=retag["of"])
     if dockerfile is None and raw["prepare"] is None and not (context / "Dockerfile").is_file():
         raise FieldError(f"{where}.dockerfile", f"a Dockerfile relative to the project root ({context} has none)")
     words = raw["platforms"] or []
@@ -457,6 +474,18 @@ def _parse(path: Path, data: Any, root: Path) -> Scenario:
 
     delivery = wr["delivery"]
     pull_policy = wr["pullPolicy"]
+    for name, spec in images.items():
+        if spec.retag_of is not None and spec.retag_of not in images:
+            raise FieldError(f"images.{name}.retag.of", f"{known}, got {spec.retag_of!r}")
+        if spec.retag_of is not None and images[spec.retag_of].retag_of is not None:
+            raise FieldError(f"images.{name}.retag.of", "an image that is built, not another retag")
+        if delivery == "load" and (spec.tag is not None or spec.retag_of is not None):
+            field_name = "tag" if spec.tag is not None else "retag"
+            raise FieldError(
+                f"images.{name}.{field_name}",
+                f"no {field_name} with workload.delivery: load (a side-load replaces the nodes' copy of a tag and "
+                "pulls nothing, so a moved tag or a retag cannot show); use delivery: registry",
+            )
     if delivery == "load":
         pull_policy = pull_policy or "IfNotPresent"  # (Always is refused by the table's rule)
 

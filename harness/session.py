@@ -284,18 +284,32 @@ class Session:
         """ "native", "foreign" or a platform string, for these nodes."""
         return platforms.resolve_platform_word(word, self.node_platform)
 
-    def image_platforms(self, refs: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    def image_platforms(self, refs: Iterable[str]) -> Mapping[str, tuple[str, ...]]:
         """ref -> the platform(s) the image holds, for the refs whose platforms are known.
 
         Every digest the harness pushed or loaded is listed too ("sha256:..." -> its platforms): a
-        container's imageID names what it really ran, even after its tag moved.
+        container's imageID names what it really ran, even after its tag moved. A digest the
+        harness never saw (a node's repo digest of an image it holds under another name) is looked
+        up on the nodes: its image ID (config digest) is what the harness knows.
         """
         found = {key: tuple(str(p) for p in held) for key, held in self._platforms.items() if key.startswith("sha256:")}
         for ref in refs:
             held = self._platforms_of(ref)
             if held:
                 found[ref] = tuple(str(p) for p in held)
-        return found
+        return _NodeResolved(found, self._platforms_on_nodes)
+
+    def _platforms_on_nodes(self, digest: str) -> tuple[str, ...]:
+        """The platform(s) of the image a node holds under a repo digest, if the harness knows its image ID."""
+        for node in self.cluster.nodes():
+            try:
+                ids = self.cluster.image_ids_on_node(node)
+            except HarnessError:
+                continue
+            for ref, config in ids.items():
+                if ref.endswith(f"@{digest}") and self._platforms.get(config):
+                    return tuple(str(p) for p in self._platforms[config])
+        return ()
 
     def _platforms_of(self, ref: str) -> tuple[Platform, ...]:
         if ref not in self._platforms:
@@ -386,6 +400,12 @@ class Session:
     def push_index(self, repository: str, tag: str, members: Sequence[images.PushedImage]) -> images.PushedImage:
         """One OCI index of pushed single-platform images under repository:tag (images.push_index), recorded."""
         pushed = images.push_index(self.registry(), repository, tag, members)
+        self._image_ids[pushed.digest] = self.note_pushed(pushed)
+        return pushed
+
+    def push_retag(self, source: str, platform: Platform, *, repository: str, tag: str) -> images.PushedImage:
+        """What `docker pull --platform P SOURCE`, `docker tag` and `docker push` put in the registry (images.push_retag)."""
+        pushed = images.push_retag(self.registry(), source, platform, repository, tag)
         self._image_ids[pushed.digest] = self.note_pushed(pushed)
         return pushed
 
@@ -730,6 +750,29 @@ class _Supervisor:
         if self.stop is not None:
             self.stop.set()
             thread.join(STOP_JOIN_SECONDS)
+
+
+class _NodeResolved(Mapping[str, tuple[str, ...]]):
+    """Known platforms by reference or digest; an unknown "sha256:" digest is asked of the nodes once."""
+
+    def __init__(self, known: dict[str, tuple[str, ...]], resolve: Callable[[str], tuple[str, ...]]) -> None:
+        self._known = dict(known)
+        self._resolve = resolve
+        self._asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        if key not in self._known and key.startswith("sha256:") and key not in self._asked:
+            self._asked.add(key)
+            found = self._resolve(key)
+            if found:
+                self._known[key] = found
+        return self._known[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self._known))
+
+    def __len__(self) -> int:
+        return len(self._known)
 
 
 def _supported(fn: Callable[..., Any], wanted: Mapping[str, Any]) -> dict[str, Any]:

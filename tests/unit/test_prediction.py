@@ -285,7 +285,8 @@ def test_an_image_that_cannot_be_read_is_predicted_unknown_and_the_run_goes_on()
 
     said: list[str] = []
     run = runner._Run(
-        cast(Any, SimpleNamespace(name="web")), runner.RunOptions(say=said.append, inspect_images=unreadable)
+        cast(Any, SimpleNamespace(name="web", workload=SimpleNamespace(delivery="load"))),
+        runner.RunOptions(say=said.append, inspect_images=unreadable),
     )
     run.session = cast(
         Any, SimpleNamespace(node_platform=Platform("linux", "amd64"), emulation=EmulationState(False, False))
