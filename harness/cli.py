@@ -166,11 +166,13 @@ def _entrypoint_bytes(facts: ImageFacts) -> str:
 def _truth_table(node: Platform, emulation: EmulationState) -> None:
     """The seed scenario's images, read from their bytes, and what they do on these nodes."""
     from harness import inspect
+    from harness.runner import delivered_images
 
     print(f"seed scenario's images on {node} nodes ({SEED_SCENARIO})")
     rows = [("image", "label platform", "entrypoint bytes", "predicted outcome")]
+    delivered = delivered_images(SEED_SCENARIO.removesuffix(".yaml"))
     for name in SEED_IMAGES:
-        ref = _latest_local(f"incident-harness/{name}")
+        ref = delivered.get(name) or _latest_local(f"incident-harness/{name}")
         if ref is None:
             rows.append((name, "-", "-", "not built yet: run make reproduce"))
             continue

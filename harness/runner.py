@@ -14,6 +14,7 @@ runs the clean-up, and the report says in which step the run stopped.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -233,6 +234,7 @@ class _Run:
                 ref = self.sess.load_index(built, name)
             self.o.say(f"    {ref} present on every node (crictl)")
         self.built[name] = ref
+        remember_delivery(self.s.name, name, _inspect_target(name, ref))
         for b in built:
             self.delivered.setdefault(name, set()).add(b.image_id)
         return ref
@@ -276,6 +278,7 @@ class _Run:
         self.built[name] = pushed.ref
         self.pushed[name] = pushed
         self.delivered.setdefault(name, set()).update(self.sess.image_ids(pushed.digest))
+        remember_delivery(self.s.name, name, f"registry://{pushed.ref}")
         return pushed.ref
 
     def retag_and_push(self, name: str) -> str:
@@ -589,6 +592,31 @@ class _Run:
             artifacts=tuple(self.artifacts),
             predictions=tuple(self.predictions),
         )
+
+
+def delivered_images_file(scenario_name: str) -> Path:
+    """Where the references last delivered for a scenario's images are kept (doctor reads them)."""
+    return tools.cache_dir() / "delivered" / f"{scenario_name}.json"
+
+
+def remember_delivery(scenario_name: str, image: str, target: str) -> None:
+    """Record what inspect reads for image `image` of the scenario (registry://REF, a local ref or an archive)."""
+    path = delivered_images_file(scenario_name)
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    known[image] = target
+    tools.write_text_atomic(path, json.dumps(known, indent=2, sort_keys=True) + "\n")
+
+
+def delivered_images(scenario_name: str) -> dict[str, str]:
+    """image name -> what inspect reads for it, as last delivered for the scenario ({} if never)."""
+    try:
+        data = json.loads(delivered_images_file(scenario_name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def _noted(prediction: inspect.Prediction, note: str) -> inspect.Prediction:

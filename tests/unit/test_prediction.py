@@ -267,6 +267,9 @@ def test_the_doctor_says_when_the_seed_images_are_not_built(
     from harness.platforms import EmulationState, Platform
 
     monkeypatch.setattr(cli, "_latest_local", lambda repository: None)
+    from harness import runner
+
+    monkeypatch.setattr(runner, "delivered_images", lambda scenario_name: {})
     cli._truth_table(Platform("linux", "amd64"), EmulationState(mounted=False, enabled=False))
     out = capsys.readouterr().out
     assert "image" in out and "label platform" in out and "entrypoint bytes" in out and "predicted outcome" in out
