@@ -577,11 +577,12 @@ class Session:
         wanted = {expect} if isinstance(expect, Outcome) else set(expect)
         if note is not None:
             wanted.add(Outcome.RAN_EMULATED)
-            if "fail_on" not in watch_args and Outcome.NOT_READY not in wanted:
-                # Under emulation every instruction is translated: an app takes many times longer to
-                # start than the probe windows of its pod spec allow for, so failed readiness tries
-                # are no verdict yet; it is NotReady only if still so at the deadline.
-                watch_args = {**watch_args, "fail_on": outcomes.DECISIVE - {Outcome.NOT_READY}}
+        if "fail_on" not in watch_args and Outcome.NOT_READY not in wanted:
+            # Failed readiness probes remove a pod from its Service and nothing more: the kubelet
+            # keeps probing, and a slow start (a busy node, an emulated CPU) becomes Ready later.
+            # So NotReady is a verdict early only when it is what the caller expects; otherwise it
+            # is one only if the pods are still not Ready at the deadline.
+            watch_args = {**watch_args, "fail_on": outcomes.DECISIVE - {Outcome.NOT_READY}}
         stop = threading.Event()
         extra = _supported(
             outcomes.watch_workload,

@@ -62,6 +62,9 @@ def _run_original(name: str, cluster: KindCluster, out: Path) -> Original:
         scenario,
         RunOptions(
             cluster=cluster,
+            # Side-loaded, each image keeps its own repository (incident-harness/<name>), which the
+            # draft names its images after: the round trip compares them by name.
+            delivery="load",
             keep_namespace=True,
             report_dir=out / "reports",
             artifacts_dir=out / "artifacts",
