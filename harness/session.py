@@ -582,7 +582,10 @@ class Session:
             # keeps probing, and a slow start (a busy node, an emulated CPU) becomes Ready later.
             # So NotReady is a verdict early only when it is what the caller expects; otherwise it
             # is one only if the pods are still not Ready at the deadline.
-            watch_args = {**watch_args, "fail_on": outcomes.DECISIVE - {Outcome.NOT_READY}}
+            watch_args = {
+                **watch_args,
+                **_supported(outcomes.watch_workload, {"fail_on": outcomes.DECISIVE - {Outcome.NOT_READY}}),
+            }
         stop = threading.Event()
         extra = _supported(
             outcomes.watch_workload,
