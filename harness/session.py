@@ -782,6 +782,8 @@ class _NodeResolved(Mapping[str, tuple[str, ...]]):
 def _supported(fn: Callable[..., Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of wanted that fn accepts (newer keywords are passed only where they exist)."""
     parameters = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return dict(wanted)
     return {k: v for k, v in wanted.items() if k in parameters}
 
 
