@@ -26,7 +26,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -149,7 +149,8 @@ def _short(need: Resources, have: Resources) -> str:
 class PodDemand:
     """The pods of one object: each requests `requests`; `count` of them at the workload's peak.
 
-    per_node: a DaemonSet, whose `count` pods are on every schedulable node.
+    per_node: a DaemonSet, whose `count` pods are on every schedulable node. steady: the pods
+    once no rollout is under way (a Deployment's replicas without its surge).
     """
 
     workload: str  # "Deployment orders-api"
@@ -157,6 +158,7 @@ class PodDemand:
     requests: Resources
     count: int
     per_node: bool = False
+    steady: int | None = None  # None: the same as count
 
     def describe(self) -> str:
         many = f"{self.count} pod(s) per node" if self.per_node else f"{self.count} pod(s) at its peak"
@@ -185,6 +187,12 @@ class Demand:
 
     def __add__(self, other: Demand) -> Demand:
         return Demand(self.pods + other.pods)
+
+    def steady(self) -> Demand:
+        """The demand once no rollout is under way: without a rolling update's surge."""
+        return Demand(
+            tuple(replace(p, count=p.count if p.steady is None else p.steady, steady=None) for p in self.pods)
+        )
 
     def describe(self) -> str:
         return f"needs {self.total.describe()}" if self.pods else "requests nothing"
@@ -262,12 +270,12 @@ def _int(value: object, default: int) -> int:
         return default
 
 
-def _pods_of(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], int, bool] | None:
-    """(pod spec, pods at the peak, per node) of an object that makes pods; None for others."""
+def _pods_of(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], int, bool, int] | None:
+    """(pod spec, pods at the peak, per node, pods at rest) of an object that makes pods; None for others."""
     kind = obj.get("kind")
     spec = obj.get("spec") or {}
     if kind == "Pod":
-        return spec, 1, False
+        return spec, 1, False, 1
     if kind == "CronJob":
         spec = (spec.get("jobTemplate") or {}).get("spec") or {}
         kind = "Job"
@@ -280,18 +288,19 @@ def _pods_of(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], int, bool] | No
         if (strategy.get("type") or "RollingUpdate") == "RollingUpdate":
             rolling = strategy.get("rollingUpdate") or {}
             extra = surge(rolling.get("maxSurge"), replicas, f"Deployment {name}")
-        return template, replicas + extra, False
+        return template, replicas + extra, False, replicas
     if kind in ("StatefulSet", "ReplicaSet", "ReplicationController"):
-        return template, _int(spec.get("replicas"), 1), False
+        replicas = _int(spec.get("replicas"), 1)
+        return template, replicas, False, replicas
     if kind == "Job":
         parallelism = _int(spec.get("parallelism"), 1)
         completions = spec.get("completions")
         count = min(parallelism, _int(completions, parallelism)) if completions is not None else parallelism
-        return template, count, False
+        return template, count, False, count
     if kind == "DaemonSet":
         rolling = (spec.get("updateStrategy") or {}).get("rollingUpdate") or {}
         surging = surge(rolling.get("maxSurge", 0), 1, f"DaemonSet {name}") > 0
-        return template, 2 if surging else 1, True
+        return template, 2 if surging else 1, True, 1
     return None
 
 
@@ -303,10 +312,10 @@ def peak_requests(docs: Sequence[Mapping[str, Any]], origins: Sequence[str] | No
         found = _pods_of(obj)
         if found is None:
             continue
-        spec, count, per_node = found
+        spec, count, per_node, steady = found
         what = f"{obj.get('kind')} {(obj.get('metadata') or {}).get('name', '?')}"
         requests = pod_requests(spec, f"{origin}: {what}")
-        pods.append(PodDemand(what, origin, requests, max(count, 0), per_node))
+        pods.append(PodDemand(what, origin, requests, max(count, 0), per_node, max(steady, 0)))
     return Demand(tuple(pods))
 
 
@@ -466,21 +475,35 @@ def fits(demand: Demand, nodes: Sequence[NodeFree]) -> Fit:
     return Fit(why is None, why or "", free)
 
 
+def gated(demand: Demand, nodes: Sequence[NodeFree]) -> Demand:
+    """What the gate waits for: the peak, or the steady state where the peak can never fit these nodes.
+
+    A rollout whose surge cannot fit beside the old pods is a workload that runs (its new pods
+    wait Pending for room, or the rollout stalls: an incident of its own), not bad input.
+    """
+    if demand.empty or fits(demand, [n.baseline for n in nodes]).ok:
+        return demand
+    return demand.steady()
+
+
 def refuse_impossible(demand: Demand, nodes: Sequence[NodeFree], what: str) -> None:
-    """BadInput when demand cannot fit even on nodes with nothing of the harness on them."""
+    """BadInput when demand, without its surge, cannot fit even on nodes with nothing of the harness on them."""
     if demand.empty:
         return
-    baseline = [n.baseline for n in nodes]
-    fit = fits(demand, baseline)
-    if fit.ok:
-        return
+    steady = demand.steady()
+    fit = fits(steady, [n.baseline for n in nodes])
+    if not fit.ok:
+        _refuse(steady, nodes, fit, what)
+
+
+def _refuse(demand: Demand, nodes: Sequence[NodeFree], fit: Fit, what: str) -> None:
     biggest = max((p for p in demand.pods if not p.requests.empty), key=lambda p: p.requests.times(p.count))
     allocatable = Resources()
     for n in nodes:
         allocatable = allocatable + n.allocatable
     raise BadInput(
-        f"{what}: {biggest.origin}: {biggest.workload} can never fit these nodes: it asks "
-        f"{demand.total.describe()} at its peak ({biggest.count} pod(s) of {biggest.requests.describe()}), "
+        f"{what + ': ' if what else ''}{biggest.origin}: {biggest.workload} can never fit these nodes: it asks "
+        f"{demand.total.describe()} ({biggest.count} pod(s) of {biggest.requests.describe()}), "
         f"the nodes have {allocatable.describe()} allocatable, {fit.free.describe()} of it when no workload "
         f"of the harness runs ({fit.reason})",
         "lower the pods' resources.requests, the replicas or the rolling update's maxSurge, "
@@ -553,6 +576,7 @@ __all__ = [
     "cpu_millis",
     "fits",
     "free_capacity",
+    "gated",
     "ledger",
     "memory_bytes",
     "nodes_free",

@@ -285,7 +285,7 @@ class _Run:
                 self.o.on_evidence(Evidence(datetime.now(UTC), "note", "capacity", line))
 
         admitted = self.sess.admit(rendered, f"scenario {self.s.name}", origins=origins, on_wait=waiting)
-        self.facts["capacity"] = f"{admitted.demand.describe()} at the peak" + (
+        self.facts["capacity"] = f"{admitted.demand.describe()}" + (
             f"; waited {admitted.waited:.1f} s ({admitted.reason})" if admitted.waited else ""
         )
         if admitted.waited:

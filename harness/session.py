@@ -409,12 +409,15 @@ class Session:
     def check_capacity(
         self, docs: Sequence[Mapping[str, Any]], what: str, *, origins: Sequence[str] | None = None
     ) -> capacity.Demand:
-        """The workload's peak demand; BadInput (naming the file, the resource, what it asks and what
-        the nodes have) when it can never fit these nodes. Deploys nothing."""
+        """What the gate waits for: the workload's peak demand (its steady state where the peak can
+        never fit); BadInput (naming the file, the resource, what it asks and what the nodes have)
+        when even that can never fit these nodes. Deploys nothing."""
         demand = capacity.peak_requests(docs, origins)
-        if not demand.empty:
-            capacity.refuse_impossible(demand, self.free_capacity(), what)
-        return demand
+        if demand.empty:
+            return demand
+        nodes = self.free_capacity()
+        capacity.refuse_impossible(demand, nodes, what)
+        return capacity.gated(demand, nodes)
 
     def admit(
         self,

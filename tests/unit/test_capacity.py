@@ -303,3 +303,16 @@ def test_a_release_wakes_a_waiter_at_once() -> None:
     threading.Timer(0.3, ledger.release, args=("a",)).start()
     assert woke.wait(10)
     t.join(1)
+
+
+def test_a_surge_that_can_never_fit_is_no_bad_input_the_gate_waits_for_the_steady_state() -> None:
+    doc = deployment(1, {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}, containers=[c("a", "700m")])
+    peak = capacity.peak_requests([doc], ["full.yaml"])
+    nodes = [NodeFree("n1", Resources(2000, 4096 * MI), Resources(860, 0), resident=Resources(860, 0))]
+    capacity.refuse_impossible(peak, nodes, "test")  # one pod fits: it runs, its rollouts wait for room
+    assert peak.total.cpu == 1400
+    assert capacity.gated(peak, nodes).total.cpu == 700
+    small = capacity.peak_requests([deployment(1, containers=[c("a", "100m")])])
+    assert capacity.gated(small, nodes) == small
+    with pytest.raises(BadInput, match="can never fit"):
+        capacity.refuse_impossible(capacity.peak_requests([deployment(2, containers=[c("a", "700m")])]), nodes, "t")
