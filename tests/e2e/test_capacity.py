@@ -116,9 +116,21 @@ def test_concurrent_admissions_that_together_exceed_the_free_room_are_serialised
     lock = threading.Lock()
     two_in = threading.Event()
 
+    errors: list[BaseException] = []
+
+    one_waits = threading.Event()
+
+    def said(ns: str, line: str) -> None:
+        waited[ns].append(line)
+        one_waits.set()
+
     def admit(ns: str) -> None:
         docs = workload.render(asking(httpd_deployment("held"), share), namespace=ns, image="unused")
-        harness_session.admit(docs, ns, on_wait=waited[ns].append, timeout=120)
+        try:
+            harness_session.admit(docs, ns, on_wait=lambda line: said(ns, line), timeout=120)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            errors.append(exc)
+            return
         with lock:
             admitted.append(ns)
             if len(admitted) == 2:
@@ -128,8 +140,9 @@ def test_concurrent_admissions_that_together_exceed_the_free_room_are_serialised
     try:
         for t in threads:
             t.start()
-        assert two_in.wait(60), f"fewer than two admitted: {admitted} {waited}"
-        threads[0].join(3)
+        assert two_in.wait(60), f"fewer than two admitted: {admitted} {waited} {errors}"
+        assert one_waits.wait(60), f"nobody waits: {admitted} {waited} {errors}"
+        assert not errors, errors
         with lock:
             assert len(admitted) == 2, f"three admitted on the room of two: {admitted}"
         (third,) = set(namespaces) - set(admitted)
@@ -137,6 +150,7 @@ def test_concurrent_admissions_that_together_exceed_the_free_room_are_serialised
         harness_session.release(admitted[0])  # nothing was applied: releasing the room is enough
         for t in threads:
             t.join(60)
+        assert not errors, errors
         assert third in admitted and len(admitted) == 3
     finally:
         for ns in namespaces:
