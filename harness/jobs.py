@@ -16,7 +16,7 @@ import ctypes
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from harness import report, signals
@@ -90,6 +90,8 @@ class JobResult:
     result: RunResult | None = None
     seconds: float = 0.0
     error: str = ""
+    began: float | None = None  # time.monotonic() when it got its slot
+    done: threading.Event = field(default_factory=threading.Event)
 
     @property
     def status(self) -> int:
@@ -100,7 +102,7 @@ class JobResult:
 
 def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
     """Raise exc_type in another thread (at its next Python instruction)."""
-    if thread.ident is not None and thread.is_alive():
+    if thread.ident is not None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
 
 
@@ -127,48 +129,58 @@ def run_jobs(
 
     def work(outcome: JobResult) -> None:
         signals.leave_to_main_thread()
-        began = time.monotonic()
         try:
             while not slots.acquire(timeout=0.5):  # a timed wait: an interrupt passed on is seen
                 if stopping.is_set():
                     outcome.error = "interrupted before it started"
                     return
+            outcome.began = time.monotonic()  # its own time, not the wait for a slot
             try:
                 out.line(outcome.job.label, f"scenario {outcome.job.scenario.name}: {outcome.job.scenario.title}")
                 outcome.result = run_scenario(outcome.job.scenario, options_for(outcome.job, out))
             finally:
                 slots.release()
         except KeyboardInterrupt:
-            outcome.error = outcome.error or "interrupted before it started"
+            outcome.error = outcome.error or (
+                "interrupted before it started" if outcome.began is None else "interrupted; no report"
+            )
         except Exception as exc:  # noqa: BLE001 - a bug in one run must not hide the others
             outcome.error = f"{type(exc).__name__}: {exc}"
         finally:
-            outcome.seconds = time.monotonic() - began
+            outcome.seconds = time.monotonic() - outcome.began if outcome.began is not None else 0.0
+            outcome.done.set()
 
     threads = [
         threading.Thread(target=work, args=(o,), name=f"harness job {o.job.label}", daemon=True) for o in outcomes
     ]
+    # The main thread waits on events, never in Thread.join: an interrupt inside join() marks the
+    # thread joined as stopped though it still runs (CPython 3.11's _wait_for_tstate_lock).
     try:
         for thread in threads:
             thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
+        for o in outcomes:
+            while not o.done.wait(0.5):
+                pass
     except KeyboardInterrupt as exc:
         stopping.set()
         interrupt = _interrupt_type(signals.as_interrupted(exc).signum)
-        for thread in threads:
-            _raise_in(thread, interrupt)
+        for thread, o in zip(threads, outcomes, strict=True):
+            if not o.done.is_set():
+                _raise_in(thread, interrupt)
         deadline = time.monotonic() + INTERRUPTED_JOIN_SECONDS
         try:
-            for thread in threads:
+            for thread, o in zip(threads, outcomes, strict=True):
                 if thread.ident is not None:  # started
-                    thread.join(max(deadline - time.monotonic(), 0.0))
+                    o.done.wait(max(deadline - time.monotonic(), 0.0))
         except KeyboardInterrupt:
             pass  # a second interrupt: leave what is left to the session's clean-up
         for o in outcomes:
             if o.result is None and not o.error:
-                o.error = "interrupted before it started"
+                if o.began is None:
+                    o.error = "interrupted before it started"
+                else:  # interrupted twice: its clean-up was cut short, the session's removes what is left
+                    o.error = "interrupted; no report (a second interrupt cut its clean-up short)"
+                    o.seconds = time.monotonic() - o.began
         return outcomes, exc
     return outcomes, None
 
