@@ -29,7 +29,7 @@ cluster: node-image-if-needed ## create (or reuse) the kind cluster CLUSTER and 
 	$(PY) -m harness cluster create --name $(CLUSTER)
 
 test: setup node-image-if-needed ## the whole suite: unit tests, e2e tests and every scenario file on a real kind cluster (kept)
-	$(PY) -m pytest tests/unit tests/e2e scenarios --harness-keep-cluster $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/e2e scenarios --harness-keep-cluster --harness-strict-predictions $(PYTEST_ARGS)
 
 test-unit: ## unit tests only (no cluster, no Docker engine)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)

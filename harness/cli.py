@@ -166,11 +166,13 @@ def _entrypoint_bytes(facts: ImageFacts) -> str:
 def _truth_table(node: Platform, emulation: EmulationState) -> None:
     """The seed scenario's images, read from their bytes, and what they do on these nodes."""
     from harness import inspect
+    from harness.runner import delivered_images
 
     print(f"seed scenario's images on {node} nodes ({SEED_SCENARIO})")
     rows = [("image", "label platform", "entrypoint bytes", "predicted outcome")]
+    delivered = delivered_images(SEED_SCENARIO.removesuffix(".yaml"))
     for name in SEED_IMAGES:
-        ref = _latest_local(f"incident-harness/{name}")
+        ref = delivered.get(name) or _latest_local(f"incident-harness/{name}")
         if ref is None:
             rows.append((name, "-", "-", "not built yet: run make reproduce"))
             continue
@@ -214,6 +216,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         report_dir=Path(args.report_dir),
         artifacts_dir=Path(args.artifacts_dir),
         on_evidence=printer,
+        registry=args.registry,
+        delivery=args.delivery,
     )
     result = run_scenario(s, options)
     print()
@@ -422,6 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--report-dir", default="reports", help="where the Markdown and JSON reports go")
     rep.add_argument("--artifacts-dir", default="artifacts", help="where evidence of a failed run goes")
     rep.add_argument("--quiet", action="store_true", help="no live timeline")
+    rep.add_argument(
+        "--registry",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="push to and pull from this registry (default: the harness's own, started on first use)",
+    )
+    rep.add_argument(
+        "--delivery",
+        choices=("registry", "load"),
+        default=None,
+        help="override the scenario's workload.delivery: push and pull, or kind load",
+    )
     rep.set_defaults(func=_cmd_reproduce)
 
     cl = sub.add_parser("cluster", help="create, delete, or show the kubeconfig of a harness cluster")

@@ -348,6 +348,20 @@ class KindCluster:
                         f"check 'docker exec {node} crictl images'",
                     )
 
+    def image_ids_on_node(self, node: str) -> dict[str, str]:
+        """Every reference (tag and repo digest) containerd on node knows -> its image ID (the config digest).
+
+        The image ID is what the node really runs: a container's imageID names one repo digest of
+        it, and two manifests of one config (a re-push, a side-load) share that image.
+        """
+        out = self.node_exec(node, ["crictl", "images", "-o", "json"], timeout=60).stdout
+        found: dict[str, str] = {}
+        for image in json.loads(out).get("images", []):
+            for ref in [*(image.get("repoTags") or []), *(image.get("repoDigests") or [])]:
+                found[ref] = str(image.get("id", ""))
+                found[_normalise_ref(ref)] = str(image.get("id", ""))
+        return found
+
     def image_on_node(self, node: str, ref: str) -> bool:
         out = self.node_exec(node, ["crictl", "images", "-o", "json"]).stdout
         wanted = _normalise_ref(ref)

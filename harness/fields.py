@@ -251,6 +251,31 @@ class Implies:
         }
 
 
+@dataclass(frozen=True)
+class Excludes:
+    """When field `when` has value `is_`, field `then` must not have value `not_` (because `reason`)."""
+
+    when: str
+    is_: Any
+    then: str
+    not_: Any
+    reason: str = ""
+
+    def check(self, data: Mapping[str, Any], where: str) -> None:
+        if data.get(self.when) == self.is_ and data.get(self.then) == self.not_:
+            because = f" ({self.reason})" if self.reason else ""
+            raise FieldError(
+                _join(where, self.then),
+                f"not {self.then}: {_yaml(self.not_)} with {self.when}: {_yaml(self.is_)}{because}",
+            )
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "if": {"properties": {self.when: {"const": self.is_}}, "required": [self.when]},
+            "then": {"not": {"properties": {self.then: {"const": self.not_}}, "required": [self.then]}},
+        }
+
+
 def _yaml(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -261,7 +286,7 @@ class Record(Node):
 
     fields: Mapping[str, Slot]
     doc: str = ""
-    rules: tuple[Implies, ...] = ()
+    rules: tuple[Implies | Excludes, ...] = ()
     exclusive: tuple[tuple[str, str], ...] = ()  # pairs of fields that cannot both be given
     extensions: bool = False  # fields named x-... are allowed and ignored (a place for YAML anchors)
 

@@ -768,6 +768,11 @@ def push_build(
     return pushed
 
 
+def tag_local(source: str, target: str) -> None:
+    """`docker tag SOURCE TARGET` (a fixed tag over a content-tagged build)."""
+    run([docker_binary(), "tag", source, target], timeout=60, remedy=f"check that {source} exists (docker image ls)")
+
+
 def push_local(registry: Registry, source: str, repository: str, tag: str) -> PushedImage:
     """Tag a local image as HOST/REPOSITORY:TAG and `docker push` it (what a retag by hand does)."""
     ref = registry.ref(repository, tag)
@@ -776,6 +781,23 @@ def push_local(registry: Registry, source: str, repository: str, tag: str) -> Pu
     run([docker, "tag", source, ref], timeout=60, remedy=f"check that {source} exists (docker image ls)")
     run([docker, "push", ref], timeout=900, remedy=f"read the last lines above: docker push {ref} failed")
     return describe_pushed(registry, repository, tag, seconds=time.monotonic() - started)
+
+
+def push_retag(registry: Registry, source: str, platform: Platform, repository: str, tag: str) -> PushedImage:
+    """`docker pull --platform P SOURCE`, `docker tag`, `docker push` (a retag by hand on a P machine).
+
+    The engine pulls one platform of an index, so what it pushes back is that platform's single
+    manifest, whatever the source held (docker/for-mac#6894).
+    """
+    started = time.monotonic()
+    docker = docker_binary()
+    run(
+        [docker, "pull", "--platform", str(platform), source],
+        timeout=900,
+        remedy=f"read the last lines above: docker pull --platform {platform} {source} failed",
+    )
+    pushed = push_local(registry, source, repository, tag)
+    return dataclasses.replace(pushed, seconds=time.monotonic() - started)
 
 
 def push_index(registry: Registry, repository: str, tag: str, members: Iterable[PushedImage]) -> PushedImage:

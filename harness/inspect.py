@@ -793,6 +793,7 @@ class ManifestContainer:
     image: str  # with ${VAR} placeholders substituted from the environment where set
     process: Process
     restart_policy: str = "Always"  # the pod's restartPolicy (what the kubelet does when it exits)
+    pull_policy: str = "IfNotPresent"  # imagePullPolicy, with the API server's default filled in
 
 
 def _pod_spec(doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -866,12 +867,21 @@ def containers_of(docs: Iterable[Any], environ: Mapping[str, str] | None = None)
         for key, init in (("initContainers", True), ("containers", False)):
             for container in pod.get(key) or []:
                 image = string.Template(str(container.get("image", ""))).safe_substitute(environ)
+                pull = str(container.get("imagePullPolicy") or default_pull_policy(image))
                 found.append(
                     ManifestContainer(
-                        workload, str(container.get("name")), init, image, _process(container, pod), policy
+                        workload, str(container.get("name")), init, image, _process(container, pod), policy, pull
                     )
                 )
     return found
+
+
+def default_pull_policy(image: str) -> str:
+    """The API server's default imagePullPolicy: Always for the tag latest or no tag (and no digest), else IfNotPresent."""
+    name = image.split("@", 1)[0]
+    tail = name.rpartition("/")[2]
+    tag = tail.rpartition(":")[2] if ":" in tail else ""
+    return "Always" if "@" not in image and tag in ("", "latest") else "IfNotPresent"
 
 
 def repository(ref: str) -> str:

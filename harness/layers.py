@@ -21,7 +21,12 @@ Sources, decided by what the argument is:
 - a file: a tarball holding an OCI layout (``index.json``; ``docker save`` of Docker 25 and later
   writes both) or a ``docker save`` archive (``manifest.json``);
 - otherwise an image reference in the local Docker engine, read with ``docker save`` into a
-  temporary file. Registry references are not read yet.
+  temporary file;
+- a reference the engine does not hold that names a registry host (``localhost:5001/x:tag``,
+  ``registry.example.com/x@sha256:...``), or any reference written ``registry://REF``: read from
+  that registry with the OCI distribution API (plain HTTP for loopback hosts, HTTPS otherwise,
+  anonymous bearer tokens where the registry asks for one), manifests and blobs by digest,
+  layers streamed and checked against their digests like the others.
 """
 
 from __future__ import annotations
@@ -425,10 +430,13 @@ def open_images(target: str, cache: LayerCache | None = None) -> Iterator[list[I
 
     With a cache, a local image whose layers were all indexed before is not saved again.
     """
-    if target.startswith(("docker://", "oci://", "registry://")):
+    if target.startswith(("docker://", "registry://")):
+        yield _open_registry(target.partition("://")[2], target)
+        return
+    if target.startswith("oci://"):
         raise RegistryNotSupported(
-            f"{target}: reading images from a registry is not supported yet",
-            "docker pull it and pass the reference, or pass an OCI layout / `docker save` archive",
+            f"{target}: oci:// is not a source inspect knows",
+            "pass an OCI layout directory or tarball by its path, or a registry reference as registry://HOST/NAME:TAG",
         )
     path = Path(target)
     with ExitStack() as stack:
@@ -447,14 +455,12 @@ def open_images(target: str, cache: LayerCache | None = None) -> Iterator[list[I
         info = engine_inspect(target)
         if info is None:
             if looks_like_registry_reference(target):
-                raise RegistryNotSupported(
-                    f"image {target} is not in the local engine, and reading it from its registry is not supported yet",
-                    f"docker pull {target} first, or pass an OCI layout / `docker save` archive",
-                )
+                yield _open_registry(target, target)
+                return
             raise ImageNotFound(
                 f"image {target} is not in the local engine (docker image ls) and is not a file",
-                "build or load it first, or pass the path of an OCI layout or `docker save` archive "
-                "(reading from a registry is not supported yet)",
+                "build or load it first, pass the path of an OCI layout or `docker save` archive, "
+                f"or read it from its registry: registry://HOST/{target}",
             )
         cached = _from_cache(target, info, cache)
         if cached is not None:
@@ -468,6 +474,166 @@ def open_images(target: str, cache: LayerCache | None = None) -> Iterator[list[I
             remedy=f"check that {target} exists (docker image ls) and that {tmp.parent} has space",
         )
         yield _open_archive(stack, archive, target, "local engine")
+
+
+# ---------------------------------------------------------------------------------------------
+# A registry (OCI distribution API)
+
+_ACCEPT = ", ".join(sorted(INDEX_TYPES | MANIFEST_TYPES))
+
+
+def parse_registry_reference(ref: str) -> tuple[str, str, str]:
+    """(host, repository, tag or digest) of an image reference; Docker Hub names get their defaults.
+
+    "localhost:5001/orders-api:abc" -> ("localhost:5001", "orders-api", "abc");
+    "busybox" -> ("registry-1.docker.io", "library/busybox", "latest").
+    """
+    name, at, digest = ref.partition("@")
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        host, path = first, rest
+    else:
+        host, path = "registry-1.docker.io", name
+        if "/" not in path:
+            path = f"library/{path}"
+    if host == "docker.io":
+        host = "registry-1.docker.io"
+    head, colon, tag = path.rpartition(":")
+    if colon and "/" not in tag:
+        path = head
+    else:
+        tag = "latest"
+    if not path or path != path.lower():
+        raise ImageNotFound(
+            f"{ref} is not an image reference (repository {path!r})", "write HOST/NAME:TAG or HOST/NAME@sha256:..."
+        )
+    return host, path, digest if at else tag
+
+
+class _RegistryReader:
+    """GET manifests and blobs of one repository: plain HTTP on loopback, else HTTPS; anonymous tokens."""
+
+    def __init__(self, host: str, repository: str) -> None:
+        import urllib.request
+
+        hostname = host.rpartition(":")[0] if host.count(":") == 1 else host
+        local = hostname in ("localhost", "127.0.0.1", "::1", "[::1]")
+        self.where = f"{host}/{repository}"
+        self.base = f"{'http' if local else 'https'}://{'127.0.0.1' + host[len(hostname) :] if hostname == 'localhost' else host}"
+        self.repository = repository
+        handlers = [urllib.request.ProxyHandler({})] if local else []
+        self._opener = urllib.request.build_opener(*handlers)
+        self._token: str | None = None
+        self.manifests: dict[str, bytes] = {}
+
+    def _request(self, path: str, accept: str | None = None) -> Any:
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.base}/v2/{self.repository}/{path}"
+        for attempt in range(2):
+            headers = {"Accept": accept} if accept else {}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            try:
+                return self._opener.open(urllib.request.Request(url, headers=headers), timeout=60)
+            except urllib.error.HTTPError as exc:
+                challenge = exc.headers.get("WWW-Authenticate", "") if exc.headers else ""
+                if exc.code == 401 and attempt == 0 and challenge.lower().startswith("bearer "):
+                    self._token = self._anonymous_token(challenge)
+                    continue
+                if exc.code in (401, 403):
+                    raise ImageUnreadable(
+                        f"{self.where}: the registry refuses anonymous reads (HTTP {exc.code})",
+                        "docker pull it (with your credentials) and inspect the local image",
+                    ) from exc
+                if exc.code == 404:
+                    raise ImageNotFound(
+                        f"{self.where}: {path} is not in the registry (HTTP 404)", "check the name and tag"
+                    ) from exc
+                raise ImageUnreadable(f"{self.where}: GET {path} failed (HTTP {exc.code})", "try again later") from exc
+            except OSError as exc:
+                raise ImageUnreadable(
+                    f"{self.where}: the registry at {self.base} does not answer ({exc})", "check that it runs"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    def _anonymous_token(self, challenge: str) -> str:
+        import re
+        import urllib.parse
+
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = fields.pop("realm", "")
+        if not realm:
+            raise ImageUnreadable(
+                f"{self.where}: the registry's token challenge names no realm", "docker pull it instead"
+            )
+        query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
+        try:
+            with self._opener.open(f"{realm}?{query}", timeout=60) as response:
+                data = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise ImageUnreadable(
+                f"{self.where}: no anonymous token from {realm} ({exc})", "docker pull it instead"
+            ) from exc
+        return str(data.get("token") or data.get("access_token") or "")
+
+    def manifest(self, reference: str) -> tuple[dict[str, Any], str]:
+        """The top manifest or index: (its descriptor, its body)."""
+        with self._request(f"manifests/{reference}", _ACCEPT) as response:
+            body = response.read()
+            media = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference:
+            raise ImageUnreadable(
+                f"{self.where}@{reference}: the registry served other bytes ({digest})", "use another registry"
+            )
+        self.manifests[digest] = body
+        if not media:
+            media = str(_json(body, f"manifest {digest} of {self.where}").get("mediaType", ""))
+        return {"mediaType": media, "digest": digest, "size": len(body)}, body
+
+    def read(self, rel: str) -> bytes | None:
+        digest = rel.removeprefix("blobs/").replace("/", ":", 1)
+        if digest in self.manifests:
+            return self.manifests[digest]
+        try:
+            with self._request(f"blobs/{digest}") as response:
+                body = bytes(response.read())
+        except ImageNotFound:  # an index's entry is a manifest, served under /manifests/
+            try:
+                with self._request(f"manifests/{digest}", _ACCEPT) as response:
+                    body = bytes(response.read())
+            except ImageNotFound:
+                return None
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise ImageUnreadable(f"{self.where}: blob {digest} does not match its digest", "push the image again")
+        return body
+
+    def opener(self, rel: str) -> Opener | None:
+        digest = rel.removeprefix("blobs/").replace("/", ":", 1)
+
+        @contextmanager
+        def stream() -> Iterator[IO[bytes]]:
+            with self._request(f"blobs/{digest}") as response:
+                yield cast(IO[bytes], response)
+
+        return stream
+
+
+def _open_registry(ref: str, name: str) -> list[Image]:
+    """The image ref names in its registry (its layers streamed when read)."""
+    host, repository, reference = parse_registry_reference(ref)
+    reader = _RegistryReader(host, repository)
+    descriptor, _body = reader.manifest(reference)
+    blobs = _Blobs(reader.where, reader.read, reader.opener)
+    is_index = descriptor["mediaType"] in INDEX_TYPES
+    origin = f"registry {host}"
+    return [
+        Image(
+            name, origin, descriptor["digest"] if is_index else None, is_index, tuple(_manifests_of(blobs, descriptor))
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,6 +73,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-report-dir", default="reports", help="where the reports of scenario items are written")
     group.addoption("--harness-keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
     group.addoption(
+        "--harness-registry",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="push to and pull from this registry (default: the harness's own, started on first use)",
+    )
+    group.addoption(
+        "--harness-strict-predictions",
+        action="store_true",
+        help="a scenario item whose prediction (read from the image before deploy) disagrees with what the cluster "
+        "did fails, even when its expectations held",
+    )
+    group.addoption(
         "--require-e2e",
         action="store_true",
         default=_require_e2e_default(),
@@ -176,6 +188,7 @@ class _SharedSession:
                     kind_bin=opt("--harness-kind-bin"),
                     keep_cluster=bool(opt("--harness-keep-cluster")),
                     say=_say(self.config),
+                    registry_address=opt("--harness-registry"),
                 )
             except HarnessError as exc:
                 self.failed = exc
@@ -398,6 +411,15 @@ class ScenarioItem(pytest.Item):
         status = result.exit_status
         paths = "\n".join(f"report: {p}" for p in result.report_paths)
         self.user_properties.append(("exit_status", int(status)))
+        if "delivery" in result.report.facts:
+            self.user_properties.append(("delivery", result.report.facts["delivery"]))
+        disagreements = [v.disagreement for v in result.report.verdicts if v.disagreement]
+        if status is ExitStatus.OK and disagreements and opt("--harness-strict-predictions"):
+            raise ScenarioFailed(
+                f"{report.render_terminal(result.report)}\n{paths}\n\nthe expectations held, but "
+                + "; ".join(disagreements)
+                + " (--harness-strict-predictions)"
+            )
         if status is ExitStatus.OK:
             return
         if status is ExitStatus.MASKED_BY_EMULATION:

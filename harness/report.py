@@ -299,7 +299,9 @@ def _seen_lines(v: Verdict) -> list[str]:
         )
     for run in getattr(v, "images_ran", ()) or ():
         out.append(
-            f"- Image ran: `{getattr(run, 'image', '')}` ({getattr(run, 'image_id', '') or 'no image ID'}) in pod "
+            f"- Image ran: `{getattr(run, 'image', '')}` ({getattr(run, 'image_id', '') or 'no image ID'}"
+            f"{'; image ' + run.config if getattr(run, 'config', '') else ''}"
+            f"{', ' + run.platform if getattr(run, 'platform', '') else ''}) in pod "
             f"`{getattr(run, 'pod', '')}` container `{getattr(run, 'container', '')}` on `{getattr(run, 'node', '')}`"
         )
     return out
@@ -411,7 +413,8 @@ def verdict_to_dict(v: Verdict) -> dict[str, Any]:
     ran = getattr(v, "images_ran", None)
     if ran is not None:
         data["images_ran"] = [
-            {k: getattr(r, k, "") for k in ("pod", "container", "image", "image_id", "node")} for r in ran
+            {k: getattr(r, k, "") for k in ("pod", "container", "image", "image_id", "config", "platform", "node")}
+            for r in ran
         ]
     return data
 

@@ -13,8 +13,11 @@ runs the clean-up, and the report says in which step the run stopped.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -98,6 +101,8 @@ class RunOptions:
     on_evidence: Callable[[Evidence], None] | None = None
     say: Callable[[str], None] = print
     api_gone_after: float = CLUSTER_GONE_AFTER
+    registry: str | None = None  # a user's registry HOST[:PORT]; None: the harness runs its own
+    delivery: str | None = None  # "registry" or "load" over the scenario's workload.delivery
     # Reads a built image's facts for the prediction before apply (harness.inspect.inspect_for's signature).
     inspect_images: Callable[[str, Sequence[tuple[inspect.Process | None, str | None]]], list[inspect.ImageFacts]] = (
         inspect.inspect_for
@@ -140,6 +145,10 @@ class _Run:
         self.fix_checks: list[SymptomCheck] = []
         self.facts: dict[str, str] = {}
         self.built: dict[str, str] = {}
+        self.pushed: dict[str, images.PushedImage] = {}  # registry delivery: what the registry holds
+        self.delivered: dict[str, set[str]] = {}  # image name -> the digests/IDs the harness delivered for it
+        self.run_id = f"{scenario.name}-{secrets.token_hex(3)}"
+        self.facts_by_id: dict[str, list[inspect.ImageFacts]] = {}  # image ID delivered -> the facts read of it
         self.session: Session | None = options.session
         self.owns_session = False
         self.namespace = ""
@@ -184,6 +193,7 @@ class _Run:
                         workers=self.s.workers,
                         keep_cluster=self.o.keep_cluster,
                         say=self.o.say,
+                        registry_address=self.o.registry,
                     )
                 self.owns_session = True
             session = self.session
@@ -205,9 +215,11 @@ class _Run:
         return self.session
 
     def build_and_load(self, name: str) -> str:
-        """Build image `name` of the scenario for its platform(s), verify, load, verify on nodes."""
+        """Deliver image `name` of the scenario as the scenario says: pushed to the registry, or loaded."""
         if name in self.built:
             return self.built[name]
+        if self.s.workload.delivery == "registry":
+            return self.build_and_push(name)
         spec = self.s.images[name]
         words = spec.platforms or (spec.platform,)
         targets = [self.sess.platform(w) for w in words]
@@ -223,7 +235,93 @@ class _Run:
                 ref = self.sess.load_index(built, name)
             self.o.say(f"    {ref} present on every node (crictl)")
         self.built[name] = ref
+        remember_delivery(self.s.name, name, _inspect_target(name, ref))
+        for b in built:
+            self.delivered.setdefault(name, set()).add(b.image_id)
         return ref
+
+    def build_and_push(self, name: str) -> str:
+        """`buildx build --platform P --push` (several platforms: one OCI index); the kubelet pulls it."""
+        spec = self.s.images[name]
+        if spec.retag_of is not None:
+            return self.retag_and_push(name)
+        words = spec.platforms or (spec.platform,)
+        targets = [self.sess.platform(w) for w in words]
+        repository = self._repository(name)
+        args = {t: {k: self._fill(v, t) for k, v in spec.build_args.items()} for t in targets}
+        context = images.prepare_context(spec.prepare) if spec.prepare is not None else spec.context
+        dockerfile = spec.dockerfile or context / "Dockerfile"
+        tag = spec.tag or _content_tag(context, dockerfile, args)
+        if not self.pushed:
+            with self.step("registry"):
+                self.sess.registry()
+        what = "one index of " if spec.platforms else ""
+        with self.step(f"build {name} for {what}{', '.join(str(t) for t in targets)} and push"):
+            members = [
+                self.sess.push_image(
+                    context,
+                    t,
+                    repository=repository,
+                    tag=f"{tag}-{images.platform_slug(t)}" if spec.platforms else tag,
+                    dockerfile=dockerfile,
+                    build_args=args[t],
+                )
+                for t in targets
+            ]
+            for member in members:
+                self.o.say(
+                    f"    pushed {member.ref} ({member.digest[:19]}, {member.platforms[0]}, {member.seconds:.1f}s)"
+                )
+            pushed = self.sess.push_index(repository, tag, members) if spec.platforms else members[0]
+            if pushed.is_index:
+                held = ", ".join(str(p) for p in pushed.platforms) or "no platform"
+                self.o.say(f"    pushed index {pushed.ref} ({pushed.digest[:19]}: {held})")
+        self.built[name] = pushed.ref
+        self.pushed[name] = pushed
+        self.delivered.setdefault(name, set()).update(self.sess.image_ids(pushed.digest))
+        remember_delivery(self.s.name, name, f"registry://{pushed.ref}")
+        return pushed.ref
+
+    def retag_and_push(self, name: str) -> str:
+        """`docker pull --platform P REF`, `docker tag`, `docker push`: what a retag by hand pushes."""
+        spec = self.s.images[name]
+        assert spec.retag_of is not None
+        source = self.build_and_push(spec.retag_of)
+        platform = self.sess.platform(spec.platform)
+        repository = self._repository(name)
+        tag = spec.tag or f"retag-{images.platform_slug(platform)}-{source.rpartition(':')[2]}"[:128]
+        with self.step(f"retag {spec.retag_of} as pulled on {platform}, push as {name}"):
+            pushed = self.sess.push_retag(source, platform, repository=repository, tag=tag)
+            held = ", ".join(str(p) for p in pushed.platforms) or "no platform"
+            kind = "index" if pushed.is_index else "single manifest"
+            self.o.say(f"    pushed {pushed.ref} ({kind} {pushed.digest[:19]}: {held}, {pushed.seconds:.1f}s)")
+        self.built[name] = pushed.ref
+        self.pushed[name] = pushed
+        self.delivered.setdefault(name, set()).update(self.sess.image_ids(pushed.digest))
+        return pushed.ref
+
+    def _repository(self, name: str) -> str:
+        """The repository image `name` is pushed to: the one its container's image names in the manifests.
+
+        A fixed tag (images.NAME.tag) is the run's own: its repository sits under runs/<run id>/,
+        so neither a run beside this one nor a node that pulled the tag in an earlier run can change
+        what it names here (a fresh node has never pulled it, as in the incident).
+        """
+        base = self._manifest_repository(name)
+        spec = self.s.images[name]
+        if spec.tag is not None:
+            return f"runs/{self.run_id}/{base}"
+        return base
+
+    def _manifest_repository(self, name: str) -> str:
+        w = self.s.workload
+        init = name == w.init_image and name != w.image
+        docs = workload.load_manifests(list(w.manifests))
+        for image in workload.container_images(docs, init=init, container=w.container):
+            found = workload.image_repository(image)
+            if found:
+                return found
+        return f"incident-harness/{name}"
 
     def _build_one(self, spec: ImageSpec, platform: Platform) -> images.BuiltImage:
         context = images.prepare_context(spec.prepare) if spec.prepare is not None else spec.context
@@ -256,6 +354,8 @@ class _Run:
                 loaded = workload.load_manifests([path])
                 docs += loaded
                 origins += [str(path)] * len(loaded)
+            # ${GIT_SHA} (the manifests' placeholder for the image's tag) becomes the tag delivered.
+            docs = workload.substitute(docs, {"GIT_SHA": image.rpartition(":")[2]})
             render = partial(
                 workload.render,
                 docs,
@@ -269,6 +369,7 @@ class _Run:
             self.sess.check_capacity(render(namespace="capacity-check"), f"scenario {self.s.path}", origins=origins)
             self.namespace = self.sess.create_namespace(self.s.name)
             self.facts["namespace"] = self.namespace
+            self.facts["delivery"] = self._delivery_fact()
             rendered = render(namespace=self.namespace)
             self.containers = inspect.containers_of(rendered)
             self.predict(self.containers)
@@ -291,6 +392,24 @@ class _Run:
         if admitted.waited:
             self.steps.append(StepReport("wait for capacity", admitted.waited, StepStatus.OK, admitted.reason))
 
+    def _delivery_fact(self) -> str:
+        w = self.s.workload
+        policy = w.pull_policy or "as the manifests say"
+        if w.delivery == "registry":
+            r = self.sess.registry()
+            return f"registry {r.host} ({'the harness' if r.managed else 'given'}), pulled by the kubelet, imagePullPolicy {policy}"
+        return f"load (kind load into every node, never pulled), imagePullPolicy {policy}"
+
+    def after_watch(self, verdict: Verdict) -> Verdict:
+        """The registry must still answer (else the verdict may be the registry's, not the workload's);
+        each container that ran gets the platform of the digest it ran."""
+        if self.s.workload.delivery == "registry":
+            self.sess.check_registry()
+        ran = getattr(verdict, "images_ran", None)
+        if not ran:
+            return verdict
+        return replace(verdict, images_ran=self.sess.images_that_ran(ran))
+
     # -- prediction --------------------------------------------------------------------------------
 
     def predict(self, containers: list[inspect.ManifestContainer]) -> None:
@@ -303,9 +422,16 @@ class _Run:
         found: dict[tuple[str, str], PredictionReport] = {}
         for ref, users in by_ref.items():
             try:
-                facts = self.o.inspect_images(_inspect_target(names[ref], ref), [(c.process, c.name) for c in users])
+                held, note = self._held_instead(names[ref], ref, users)
+                uses = [(c.process, c.name) for c in users]
+                # A pushed image is read where the kubelet pulls it from (the engine may hold another platform under its tag).
+                target = f"registry://{ref}" if names[ref] in self.pushed else _inspect_target(names[ref], ref)
+                facts = held if held is not None else self.o.inspect_images(target, uses)
+                if held is None:
+                    for image_id in self.delivered.get(names[ref], ()):
+                        self.facts_by_id[image_id] = facts
                 judged = {
-                    f.container: inspect.predict(f, self.sess.node_platform, self.sess.emulation)
+                    f.container: _noted(inspect.predict(f, self.sess.node_platform, self.sess.emulation), note)
                     for f in reversed(facts)
                 }
                 for c in users:
@@ -321,6 +447,31 @@ class _Run:
             self.o.say(f"    predicted: {p.line}")
             if p not in self.predictions:
                 self.predictions.append(p)
+
+    def _held_instead(
+        self, name: str, ref: str, users: list[inspect.ManifestContainer]
+    ) -> tuple[list[inspect.ImageFacts] | None, str]:
+        """What a node runs instead of what was delivered: with imagePullPolicy IfNotPresent or Never a
+        node that already holds the reference (pulled before its tag moved) starts its own copy.
+
+        (facts of that copy, a note) when a node holds ref as an image ID other than the one
+        delivered and the harness read that image before; (None, "") otherwise.
+        """
+        if all(c.pull_policy == "Always" for c in users) or self.s.workload.delivery != "registry":
+            return None, ""
+        delivered = self.delivered.get(name, set())
+        for node in self.sess.cluster.nodes():
+            held = self.sess.cluster.image_ids_on_node(node).get(ref)
+            if held and held not in delivered and held in self.facts_by_id:
+                policy = next(c.pull_policy for c in users if c.pull_policy != "Always")
+                note = (
+                    f"node {node} already holds {ref} as image {held[:19]} (pulled before the tag moved) and "
+                    f"imagePullPolicy {policy} starts that copy: "
+                )
+                known = self.facts_by_id[held]
+                by_name = {f.container: f for f in known}
+                return [by_name.get(c.name) or replace(known[0], container=c.name) for c in users], note
+        return None, ""
 
     def judged(self, label: str, wanted: Outcome, verdict: Verdict) -> VerdictReport:
         """The verdict, with the prediction set beside the observation (never changes whether it passed)."""
@@ -343,7 +494,7 @@ class _Run:
                 on_evidence=self.o.on_evidence,
                 min_restarts=_min_restarts(expect),
             )
-        verdict = watched.verdict
+        verdict = self.after_watch(watched.verdict)
         wanted = Outcome.RAN_EMULATED if watched.emulation else expect.outcome
         if watched.emulation:
             self.o.say(f"    emulation: {watched.emulation}")
@@ -351,7 +502,7 @@ class _Run:
             self.emulation_note = watched.emulation
         self.verdicts.append(self.judged("incident", wanted, verdict))
         self.masked = watched.masked
-        self.symptoms = [] if self.masked else _checks(expect, verdict)
+        self.symptoms = [] if self.masked else _checks(expect, verdict, self.delivered)
         for check in self.symptoms:
             self.o.say(f"    [{'x' if check.seen else ' '}] {check.symptom.describe()}  {check.detail}")
 
@@ -365,12 +516,12 @@ class _Run:
         assert self.work is not None
         deployment = self.work.deployment
         fix_started = datetime.now(UTC)
-        new_images: list[str] = []
+        fix_images: list[str] = []  # the names of the images the fix sets
         containers = list(self.containers)
         for step in self.s.fix_steps:
             if step.kind == "setImage":
                 ref = self.build_and_load(step.value)
-                new_images.append(ref)
+                fix_images.append(step.value)
                 name = self.s.workload.container
                 containers = [replace(c, image=ref) if not c.init and name in (None, c.name) else c for c in containers]
                 with self.step(f"fix: set image {step.value}"):
@@ -400,11 +551,18 @@ class _Run:
                 pod_filter=outcomes.created_after(fix_started),
                 min_restarts=_min_restarts(fe),
             )
-        verdict = watched.verdict
+        verdict = self.after_watch(watched.verdict)
         wanted = Outcome.RAN_EMULATED if watched.emulation else fe.outcome
         judged = self.judged("fix", wanted, verdict)
         self.verdicts.append(judged)
-        self.fix_checks = [*_checks(fe, verdict), *_after_fix_checks(verdict, new_images)]
+        # The new pods must run the digest the fix delivered, unless the scenario says which image must run.
+        explicit = any(s.kind == "ranImage" for s in fe.symptoms)
+        fixed = [] if explicit else [(n, self.built[n]) for n in fix_images]
+        set_on = {c.name for c in containers if c.image in {self.built[n] for n in fix_images}} or None
+        self.fix_checks = [
+            *_checks(fe, verdict, self.delivered),
+            *_after_fix_checks(verdict, fixed, self.delivered, set_on),
+        ]
         for check in self.fix_checks:
             self.o.say(f"    [{'x' if check.seen else ' '}] fix: {check.symptom.describe()}  {check.detail}")
         if watched.masked:
@@ -454,6 +612,45 @@ class _Run:
             artifacts=tuple(self.artifacts),
             predictions=tuple(self.predictions),
         )
+
+
+def delivered_images_file(scenario_name: str) -> Path:
+    """Where the references last delivered for a scenario's images are kept (doctor reads them)."""
+    return tools.cache_dir() / "delivered" / f"{scenario_name}.json"
+
+
+def remember_delivery(scenario_name: str, image: str, target: str) -> None:
+    """Record what inspect reads for image `image` of the scenario (registry://REF, a local ref or an archive)."""
+    path = delivered_images_file(scenario_name)
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    known[image] = target
+    tools.write_text_atomic(path, json.dumps(known, indent=2, sort_keys=True) + "\n")
+
+
+def delivered_images(scenario_name: str) -> dict[str, str]:
+    """image name -> what inspect reads for it, as last delivered for the scenario ({} if never)."""
+    try:
+        data = json.loads(delivered_images_file(scenario_name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _noted(prediction: inspect.Prediction, note: str) -> inspect.Prediction:
+    return replace(prediction, reason=note + prediction.reason) if note else prediction
+
+
+def _content_tag(context: Path, dockerfile: Path, args: dict[Platform, dict[str, str]]) -> str:
+    """A tag that names the build's inputs: the platform slug and a digest of context, Dockerfile and arguments."""
+    digests = [images.content_digest(context, dockerfile, a, t) for t, a in args.items()]
+    if len(digests) == 1:
+        (platform,) = args
+        return f"{images.platform_slug(platform)}-{digests[0][: images.TAG_DIGEST_LENGTH]}"
+    joined = hashlib.sha256("".join(digests).encode()).hexdigest()
+    return f"multi-{joined[: images.TAG_DIGEST_LENGTH]}"
 
 
 def _prediction(
@@ -568,6 +765,23 @@ def compare_prediction(predictions: list[PredictionReport], verdict: Verdict) ->
     return text, f"prediction disagrees: predicted {text}, observed {observed.label}"
 
 
+def with_delivery(scenario: Scenario, delivery: str | None) -> Scenario:
+    """The scenario with its delivery overridden (--delivery); load never pulls, so Always is refused."""
+    if delivery is None or delivery == scenario.workload.delivery:
+        return scenario
+    if delivery not in ("registry", "load"):
+        raise BadInput(f"--delivery {delivery!r} is not a delivery", "pass --delivery registry or --delivery load")
+    policy = scenario.workload.pull_policy
+    if delivery == "load":
+        if policy == "Always":
+            raise BadInput(
+                f"{scenario.path}: field 'workload.pullPolicy' is Always, and --delivery load never pulls",
+                "drop --delivery load, or set workload.pullPolicy to IfNotPresent",
+            )
+        policy = policy or "IfNotPresent"
+    return replace(scenario, workload=replace(scenario.workload, delivery=delivery, pull_policy=policy))
+
+
 def _validate(scenario: Scenario) -> None:
     """What the runner cannot run, refused before anything is deployed."""
     if scenario.fix_expect is not None and not scenario.fix_steps:
@@ -600,8 +814,13 @@ def _shown(values: frozenset[object]) -> str:
     return ", ".join(sorted(str(v) for v in values)) or "nothing"
 
 
-def check_symptom(symptom: Symptom, verdict: Verdict) -> SymptomCheck:
-    """Whether the verdict shows the symptom, looking only where the symptom's name says."""
+def check_symptom(
+    symptom: Symptom, verdict: Verdict, delivered: Mapping[str, Collection[str]] | None = None
+) -> SymptomCheck:
+    """Whether the verdict shows the symptom, looking only where the symptom's name says.
+
+    delivered: image name -> the digests (and image IDs) the harness delivered for it, for ranImage.
+    """
     kind, value = symptom.kind, symptom.value
     if isinstance(value, str) and not value.strip():
         return SymptomCheck(symptom, False, "(an empty value matches nothing)")
@@ -634,22 +853,59 @@ def check_symptom(symptom: Symptom, verdict: Verdict) -> SymptomCheck:
         events = [e.text for e in verdict.timeline if e.kind in ("event", "probe")]
         hit = next((t for t in events if value in t), None)
         return SymptomCheck(symptom, hit is not None, f"({hit!r})" if hit else f"(in {len(events)} event(s))")
+    if kind == "ranImage":
+        return ran_image(verdict, str(value), (delivered or {}).get(str(value), ()), symptom)
     if kind == "deploymentAvailable":
         healthy = verdict.outcome is Outcome.HEALTHY
         return SymptomCheck(symptom, healthy, f"(judged by the watch: {verdict.outcome.label})")
     raise AssertionError(f"unknown symptom {kind!r}")
 
 
-def _checks(expect: Expected, verdict: Verdict) -> list[SymptomCheck]:
-    checks = [check_symptom(s, verdict) for s in expect.symptoms]
+def _digest(image_id: str) -> str:
+    """The digest part of a container's imageID ("localhost:5001/x@sha256:..." or "sha256:...")."""
+    return image_id.rpartition("@")[2]
+
+
+def _ran_id(r: outcomes.ImageRun) -> str:
+    """What identifies the image a container ran: the node's image ID (config digest), else its imageID's digest."""
+    return str(getattr(r, "config", "") or _digest(getattr(r, "image_id", "") or ""))
+
+
+def ran_image(verdict: Verdict, name: str, digests: Collection[str], symptom: Symptom | None = None) -> SymptomCheck:
+    """Every container that ran the image's repository ran one of the digests delivered for image `name`."""
+    shown = symptom or Symptom("ranImage", name)
+    ran = [r for r in getattr(verdict, "images_ran", ()) or () if r.image_id]
+    if not digests:
+        return SymptomCheck(shown, False, f"(the harness delivered nothing as {name})")
+    if not ran:
+        return SymptomCheck(shown, False, "(no container reported an imageID: none started)")
+    wanted = {_digest(d) for d in digests}
+    seen = sorted({f"image {_ran_id(r)[:19]} ({r.platform or 'platform unknown'})" for r in ran})
+    other = [r for r in ran if _ran_id(r) not in wanted]
+    if other:
+        return SymptomCheck(
+            shown, False, f"(ran {', '.join(seen)}; {name} is {', '.join(sorted(d[:19] for d in wanted))})"
+        )
+    return SymptomCheck(shown, True, f"(ran {', '.join(seen)})")
+
+
+def _checks(
+    expect: Expected, verdict: Verdict, delivered: Mapping[str, Collection[str]] | None = None
+) -> list[SymptomCheck]:
+    checks = [check_symptom(s, verdict, delivered) for s in expect.symptoms]
     if expect.deployment_available:
         # Healthy means the Deployment is Available for its current revision (the watch waits for it).
         checks.append(check_symptom(Symptom("deploymentAvailable", True), verdict))
     return checks
 
 
-def _after_fix_checks(verdict: Verdict, new_images: list[str]) -> list[SymptomCheck]:
-    """The fix's expectation must be met by pods created after the fix (and running its image, when set)."""
+def _after_fix_checks(
+    verdict: Verdict,
+    fix_images: list[tuple[str, str]],
+    delivered: Mapping[str, Collection[str]] | None = None,
+    containers: Collection[str] | None = None,
+) -> list[SymptomCheck]:
+    """The fix's expectation must be met by pods created after the fix, running the digest of its image (when set)."""
     checks = [
         SymptomCheck(
             Symptom("podsCreatedAfterFix", True),
@@ -657,16 +913,28 @@ def _after_fix_checks(verdict: Verdict, new_images: list[str]) -> list[SymptomCh
             f"({len(verdict.pods)} pod(s) created after the fix)",
         )
     ]
-    ran = getattr(verdict, "images_ran", None)
-    if new_images and ran:
-        wrong = sorted({r.image for r in ran if r.image not in new_images})
-        checks.append(
-            SymptomCheck(
-                Symptom("runsFixImage", new_images[-1]),
-                not wrong,
-                f"(other images ran: {', '.join(wrong)})" if wrong else "",
-            )
+    ran = list(getattr(verdict, "images_ran", ()) or ())
+    if not fix_images or not ran:
+        return checks
+    name, ref = fix_images[-1]
+    mine = [r for r in ran if containers is None or r.container in containers]  # the containers the fix set
+    wanted = {_digest(d) for d in (delivered or {}).get(name, ())}
+    wrong = sorted(
+        {
+            f"{r.image} as image {_ran_id(r)[:19]}" if _ran_id(r) else r.image
+            for r in mine
+            # What ran is known by its image ID where the node told it, else only by its reference.
+            if (_ran_id(r) not in wanted if wanted and _ran_id(r) else r.image != ref)
+        }
+    )
+    digests = ", ".join(sorted(d[:19] for d in wanted))
+    checks.append(
+        SymptomCheck(
+            Symptom("runsFixImage", name),
+            not wrong,
+            f"(ran other builds: {', '.join(wrong)}; {name} is {digests or ref})" if wrong else f"({digests or ref})",
         )
+    )
     return checks
 
 
@@ -685,7 +953,8 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
     status = ExitStatus.OK
     error: str | None = None
     try:
-        _validate(scenario)
+        run.s = with_delivery(scenario, o.delivery)
+        _validate(run.s)
         run.open_session()
         run.apply_workload()
         run.watch_incident()

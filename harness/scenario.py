@@ -21,6 +21,7 @@ from harness import reachable, workload
 from harness.errors import HarnessError
 from harness.fields import (
     REQUIRED,
+    Excludes,
     FieldError,
     Flag,
     Free,
@@ -73,6 +74,8 @@ OUTCOME_NAMES: dict[str, Outcome] = {
 EXPECTABLE = tuple(name for name in OUTCOME_NAMES if name not in reachable.RESERVED_OUTCOMES)
 
 NAME_PATTERN = r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?"
+TAG_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+DELIVERIES = ("registry", "load")
 NAME_WORDS = "lowercase letters, digits and '-', at most 40 characters"
 NAME = re.compile(f"^{NAME_PATTERN}$")
 PLATFORM_WORDS = ("native", "foreign")
@@ -100,6 +103,10 @@ SYMPTOM_FIELDS: dict[str, Node] = {
     "eventContains": Text("a Kubernetes event of the namespace has this text (not the harness's own notes)"),
     "exitCode": Integer("a container terminated with this exit code", minimum=0, maximum=255),
     "probeFailed": Text("the kubelet reported a failure of this probe", choices=reachable.PROBE_TYPES),
+    "ranImage": Text(
+        "an image name from `images`: every judged pod ran the digest the harness delivered for it "
+        "(status.containerStatuses[].imageID)"
+    ),
 }
 STEP_FIELDS: dict[str, Node] = {
     "setImage": Text("an image name from `images`: built, loaded and set on the Deployment"),
@@ -153,6 +160,24 @@ IMAGE = Record(
             )
         ),
         "builder": Slot(Text("the builder", choices=("buildx", "classic")), "buildx"),
+        "retag": Slot(
+            Record(
+                {
+                    "of": Slot(Text("an image name from `images` (pushed first)"), REQUIRED),
+                    "pulledOn": Slot(PLATFORM, REQUIRED),
+                },
+                "no build: what `docker pull`, `docker tag` and `docker push` of image `of` make on a machine of "
+                "platform `pulledOn` (the engine pulls only that platform, so an index loses the others)",
+            )
+        ),
+        "tag": Slot(
+            Text(
+                "a fixed tag (e.g. a mutable 'latest') every build of this image is pushed or loaded under; "
+                "default: a content tag, new for every change of its inputs",
+                pattern=TAG_PATTERN,
+                expected="up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -",
+            )
+        ),
         "prepare": Slot(PREPARE),
     },
     "one image, built for its platform(s) and loaded into the nodes",
@@ -190,16 +215,32 @@ WORKLOAD = Record(
         "deployment": Slot(Text("the Deployment to watch (default: the first one)")),
         "container": Slot(Text("set the image of this container only")),
         "initImage": Slot(Text("the image (from `images`) init containers get")),
+        "delivery": Slot(
+            Text(
+                "registry: pushed to the harness's local registry (or --registry) and pulled by the kubelet; "
+                "load: side-loaded into the nodes with `kind load`, never pulled",
+                choices=DELIVERIES,
+            ),
+            "registry",
+        ),
         "pullPolicy": Slot(
             Text(
-                "images are loaded into the nodes, never pulled",
-                choices=("IfNotPresent", "Never"),
-                hint="images are loaded into the nodes, not pulled",
-            ),
-            "IfNotPresent",
+                "imagePullPolicy of every container (default: as the manifests say with registry delivery, "
+                "IfNotPresent with load)",
+                choices=("Always", "IfNotPresent", "Never"),
+            )
         ),
         "patch": Slot(Free("merged into each Deployment's spec")),
-    }
+    },
+    rules=(
+        Excludes(
+            "delivery",
+            "load",
+            "pullPolicy",
+            "Always",
+            "side-loaded images are in no registry, so Always fails to pull them; use delivery: registry to pull",
+        ),
+    ),
 )
 SCENARIO = Record(
     {
@@ -263,6 +304,8 @@ class ImageSpec:
     build_args: dict[str, str] = field(default_factory=dict)
     builder: str = "buildx"
     prepare: PrepareStep | None = None  # when set, the build context is the folder it fills
+    tag: str | None = None  # a fixed tag; None: a content tag
+    retag_of: str | None = None  # no build: the image `docker pull --platform <platform>; tag; push` makes of this one
 
 
 @dataclass(frozen=True)
@@ -295,8 +338,9 @@ class WorkloadSpec:
     deployment: str | None = None
     container: str | None = None
     init_image: str | None = None
-    pull_policy: str = "IfNotPresent"
+    pull_policy: str | None = "IfNotPresent"  # None: as the manifests say
     patch: dict[str, Any] = field(default_factory=dict)
+    delivery: str = "load"  # "registry" or "load" (a scenario file defaults to registry)
 
 
 @dataclass(frozen=True)
@@ -330,6 +374,12 @@ def _image(name: str, raw: dict[str, Any], root: Path, path: Path) -> ImageSpec:
     where = f"images.{name}"
     context = _existing(root, raw["context"], f"{where}.context", "folder") if raw["context"] else root
     dockerfile = _existing(root, raw["dockerfile"], f"{where}.dockerfile", "file") if raw["dockerfile"] else None
+    if raw["retag"] is not None:
+        given = [k for k in ("context", "dockerfile", "prepare", "platforms", "buildArgs") if raw[k]]
+        if given:
+            raise FieldError(f"{where}.{given[0]}", f"no {given[0]}: a retag builds nothing")
+        retag = raw["retag"]
+        return ImageSpec(name, root, None, retag["pulledOn"], tag=raw["tag"], retag_of=retag["of"])
     if dockerfile is None and raw["prepare"] is None and not (context / "Dockerfile").is_file():
         raise FieldError(f"{where}.dockerfile", f"a Dockerfile relative to the project root ({context} has none)")
     words = raw["platforms"] or []
@@ -359,6 +409,7 @@ def _image(name: str, raw: dict[str, Any], root: Path, path: Path) -> ImageSpec:
         build_args=dict(raw["buildArgs"] or {}),
         builder=raw["builder"],
         prepare=step,
+        tag=raw["tag"],
     )
 
 
@@ -421,6 +472,23 @@ def _parse(path: Path, data: Any, root: Path) -> Scenario:
     if wr["patch"] and not any(t.kind == "Deployment" for t in templates):
         raise FieldError("workload.patch", "no patch: it is merged into Deployments, and the manifests have none")
 
+    delivery = wr["delivery"]
+    pull_policy = wr["pullPolicy"]
+    for name, spec in images.items():
+        if spec.retag_of is not None and spec.retag_of not in images:
+            raise FieldError(f"images.{name}.retag.of", f"{known}, got {spec.retag_of!r}")
+        if spec.retag_of is not None and images[spec.retag_of].retag_of is not None:
+            raise FieldError(f"images.{name}.retag.of", "an image that is built, not another retag")
+        if delivery == "load" and (spec.tag is not None or spec.retag_of is not None):
+            field_name = "tag" if spec.tag is not None else "retag"
+            raise FieldError(
+                f"images.{name}.{field_name}",
+                f"no {field_name} with workload.delivery: load (a side-load replaces the nodes' copy of a tag and "
+                "pulls nothing, so a moved tag or a retag cannot show); use delivery: registry",
+            )
+    if delivery == "load":
+        pull_policy = pull_policy or "IfNotPresent"  # (Always is refused by the table's rule)
+
     expect = _expectation(raw["expect"], "expect", pods)
     steps: list[Step] = []
     fix_expect = None
@@ -435,6 +503,10 @@ def _parse(path: Path, data: Any, root: Path) -> Scenario:
                 raise FieldError(f"fix.steps[{i}].{kind}", f"{known}, got {value!r}")
             steps.append(Step(kind, value))
         fix_expect = _expectation(raw["fix"]["expect"], "fix.expect", pods)
+    for where, expected in (("expect", expect), ("fix.expect", fix_expect)):
+        for i, symptom in enumerate(expected.symptoms if expected else ()):
+            if symptom.kind == "ranImage" and symptom.value not in images:
+                raise FieldError(f"{where}.symptoms[{i}].ranImage", f"{known}, got {symptom.value!r}")
 
     cluster = raw["cluster"] or {"nodeImage": "auto", "workers": 0}
     return Scenario(
@@ -451,8 +523,9 @@ def _parse(path: Path, data: Any, root: Path) -> Scenario:
             wr["deployment"],
             wr["container"],
             wr["initImage"],
-            wr["pullPolicy"],
+            pull_policy,
             wr["patch"] or {},
+            delivery,
         ),
         expect=expect,
         fix_steps=tuple(steps),

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -49,6 +49,7 @@ from harness.cluster import BoundedApiClient, KindCluster, default_name
 from harness.errors import BadInput, ClusterGone, HarnessError, ManifestRejected
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import EmulationState, Platform
+from harness.registry import Registry
 
 T = TypeVar("T")
 
@@ -141,8 +142,10 @@ class Session:
         *,
         say: Callable[[str], None] = _quiet,
         gone_after: float = CLUSTER_GONE_AFTER,
+        registry_address: str | None = None,
     ) -> None:
         self.cluster = cluster
+        self.registry_address = registry_address  # a user's registry (--registry HOST); None: the harness's
         self.say = say
         self.gone_after = gone_after
         self._cleanups: list[_Cleanup] = []
@@ -151,6 +154,9 @@ class Session:
         self._node_platform: Platform | None = None
         self._emulation: EmulationState | None = None
         self._api: k8s.ApiClient | None = None
+        self._registry: Registry | None = None
+        self._registry_lock = threading.Lock()
+        self._image_ids: dict[str, set[str]] = {}  # pushed digest -> the image IDs of its manifests
 
     # -- opening and closing -------------------------------------------------------------------
 
@@ -164,6 +170,7 @@ class Session:
         workers: int = 0,
         keep_cluster: bool = True,
         say: Callable[[str], None] = _quiet,
+        registry_address: str | None = None,
     ) -> Session:
         """Create the cluster, or reuse one of that name; unless keep_cluster, close() deletes a cluster it created."""
         cluster = KindCluster(name=name or default_name(), node_image=node_image, kind_bin=kind_bin, workers=workers)
@@ -175,7 +182,7 @@ class Session:
                 say(f"    interrupted: deleting the half-made cluster {cluster.name}")
                 _bounded(partial(_delete_half_made, cluster), HALF_MADE_SECONDS, f"delete cluster {cluster.name}")
             raise
-        session = cls(cluster, say=say)
+        session = cls(cluster, say=say, registry_address=registry_address)
         if not cluster.reused and not keep_cluster:
             session.defer(f"delete cluster {cluster.name}", cluster.delete, needs_api=False)
         session.start()
@@ -293,14 +300,32 @@ class Session:
         """ "native", "foreign" or a platform string, for these nodes."""
         return platforms.resolve_platform_word(word, self.node_platform)
 
-    def image_platforms(self, refs: Iterable[str]) -> dict[str, tuple[str, ...]]:
-        """ref -> the platform(s) the image holds, for the refs whose platforms are known."""
-        found = {}
+    def image_platforms(self, refs: Iterable[str]) -> Mapping[str, tuple[str, ...]]:
+        """ref -> the platform(s) the image holds, for the refs whose platforms are known.
+
+        Every digest the harness pushed or loaded is listed too ("sha256:..." -> its platforms): a
+        container's imageID names what it really ran, even after its tag moved. A digest the
+        harness never saw (a node's repo digest of an image it holds under another name) is looked
+        up on the nodes: its image ID (config digest) is what the harness knows.
+        """
+        found = {key: tuple(str(p) for p in held) for key, held in self._platforms.items() if key.startswith("sha256:")}
         for ref in refs:
             held = self._platforms_of(ref)
             if held:
                 found[ref] = tuple(str(p) for p in held)
-        return found
+        return _NodeResolved(found, self._platforms_on_nodes)
+
+    def _platforms_on_nodes(self, digest: str) -> tuple[str, ...]:
+        """The platform(s) of the image a node holds under a repo digest, if the harness knows its image ID."""
+        for node in self.cluster.nodes():
+            try:
+                ids = self.cluster.image_ids_on_node(node)
+            except HarnessError:
+                continue
+            for ref, config in ids.items():
+                if ref.endswith(f"@{digest}") and self._platforms.get(config):
+                    return tuple(str(p) for p in self._platforms[config])
+        return ()
 
     def _platforms_of(self, ref: str) -> tuple[Platform, ...]:
         if ref not in self._platforms:
@@ -336,6 +361,7 @@ class Session:
         """Build an image for platform (images.build_image), record its platform, load it into the nodes."""
         built = images.build_image(context, platform, repository=repository, **kwargs)
         self.note_image(built.ref, [built.platform])
+        self._platforms[built.image_id] = (built.platform,)
         if load:
             self.load_image(built.ref, [built.platform])
         return built
@@ -356,6 +382,100 @@ class Session:
         self.cluster.load_archive(archive, [ref])
         self.note_image(ref, [b.platform for b in built])
         return ref
+
+    # -- the registry the nodes pull from ---------------------------------------------------------
+
+    def registry(self) -> Registry:
+        """The registry images are pushed to and the nodes pull from: started (or reused) and wired in once.
+
+        The harness's own (harness.registry), or the user's at registry_address; either way the
+        nodes get a hosts.toml for it and the cluster the KEP-1755 ConfigMap.
+        """
+        with self._registry_lock:
+            if self._registry is None:
+                started = time.monotonic()
+                found = Registry.ensure(self.registry_address)
+                found.connect(self.cluster)
+                self.say(f"    registry {found.host} -> {found.endpoint} ({time.monotonic() - started:.1f}s)")
+                self._registry = found
+            return self._registry
+
+    def check_registry(self) -> None:
+        """RegistryGone (an environment failure) when the registry this session pushed to no longer answers."""
+        if self._registry is not None and not self._registry.answers():
+            raise self._registry.gone()
+
+    def push_image(
+        self, context: Path, platform: Platform, *, repository: str, tag: str, **kwargs: Any
+    ) -> images.PushedImage:
+        """`buildx build --platform P --push` to the session's registry (images.push_build), recorded."""
+        pushed = images.push_build(self.registry(), repository, tag, context, platform, **kwargs)
+        self._image_ids[pushed.digest] = self.note_pushed(pushed)
+        return pushed
+
+    def push_index(self, repository: str, tag: str, members: Sequence[images.PushedImage]) -> images.PushedImage:
+        """One OCI index of pushed single-platform images under repository:tag (images.push_index), recorded."""
+        pushed = images.push_index(self.registry(), repository, tag, members)
+        self._image_ids[pushed.digest] = self.note_pushed(pushed)
+        return pushed
+
+    def push_retag(self, source: str, platform: Platform, *, repository: str, tag: str) -> images.PushedImage:
+        """What `docker pull --platform P SOURCE`, `docker tag` and `docker push` put in the registry (images.push_retag)."""
+        pushed = images.push_retag(self.registry(), source, platform, repository, tag)
+        self._image_ids[pushed.digest] = self.note_pushed(pushed)
+        return pushed
+
+    def image_ids(self, digest: str) -> set[str]:
+        """The image IDs (config digests) a node that pulls this pushed digest runs."""
+        return set(self._image_ids.get(digest, set()))
+
+    def note_pushed(self, pushed: images.PushedImage) -> set[str]:
+        """Record a pushed image: its reference's platform(s), and the platform of each digest it holds.
+
+        Returns the image IDs (config digests) of its manifests: what a node that pulls it runs.
+        """
+        self.note_image(pushed.ref, pushed.platforms)
+        self._platforms[pushed.digest] = pushed.platforms
+        registry = self.registry()
+        manifest = registry.get_manifest(pushed.repository, pushed.digest).json()
+        if not pushed.is_index:
+            config = str((manifest.get("config") or {}).get("digest", ""))
+            self._platforms[config] = pushed.platforms
+            return {config}
+        configs: set[str] = set()
+        for entry in manifest.get("manifests", []):
+            described = entry.get("platform") or {}
+            if described.get("os") and described.get("architecture") not in (None, "unknown"):
+                held = (
+                    Platform(str(described["os"]), str(described["architecture"]), str(described.get("variant", ""))),
+                )
+                child = registry.get_manifest(pushed.repository, str(entry.get("digest"))).json()
+                config = str((child.get("config") or {}).get("digest", ""))
+                self._platforms[str(entry.get("digest"))] = held
+                self._platforms[config] = held
+                configs.add(config)
+        return configs
+
+    def digest_platforms(self, digest: str) -> tuple[Platform, ...]:
+        """The platform(s) of an image ID or digest ("ref@sha256:..." too), where the harness pushed or loaded it."""
+        return self._platforms.get(digest.rpartition("@")[2], ())
+
+    def images_that_ran(self, ran: Sequence[outcomes.ImageRun]) -> tuple[outcomes.ImageRun, ...]:
+        """Each container that ran, with the image ID its node knows it by and that image's platform."""
+        known: dict[str, dict[str, str]] = {}
+        out = []
+        for r in ran:
+            config = r.config
+            if r.image_id and r.node and not config:
+                if r.node not in known:
+                    try:
+                        known[r.node] = self.cluster.image_ids_on_node(r.node)
+                    except HarnessError:
+                        known[r.node] = {}  # the node cannot tell (gone?): the imageID stays the evidence
+                config = known[r.node].get(r.image_id.removeprefix("docker-pullable://"), "")
+            held = self.digest_platforms(config) or self.digest_platforms(r.image_id)
+            out.append(replace(r, config=config, platform=", ".join(str(p) for p in held) or r.platform))
+        return tuple(out)
 
     # -- namespaces and apply --------------------------------------------------------------------
 
@@ -730,6 +850,29 @@ class _Supervisor:
         if self.stop is not None:
             self.stop.set()
             thread.join(STOP_JOIN_SECONDS)
+
+
+class _NodeResolved(Mapping[str, tuple[str, ...]]):
+    """Known platforms by reference or digest; an unknown "sha256:" digest is asked of the nodes once."""
+
+    def __init__(self, known: dict[str, tuple[str, ...]], resolve: Callable[[str], tuple[str, ...]]) -> None:
+        self._known = dict(known)
+        self._resolve = resolve
+        self._asked: set[str] = set()
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        if key not in self._known and key.startswith("sha256:") and key not in self._asked:
+            self._asked.add(key)
+            found = self._resolve(key)
+            if found:
+                self._known[key] = found
+        return self._known[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self._known))
+
+    def __len__(self) -> int:
+        return len(self._known)
 
 
 def _supported(fn: Callable[..., Any], wanted: Mapping[str, Any]) -> dict[str, Any]:

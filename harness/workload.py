@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import secrets
-from collections.abc import Iterable, Sequence
+import string
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +108,52 @@ def render(
             _merge(obj["spec"], patches)
         out.append(obj)
     return out
+
+
+def substitute(docs: list[dict[str, Any]], values: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Copies of the objects with ``${NAME}`` placeholders in string values replaced (envsubst's syntax).
+
+    Only the names in values are replaced; any other ``$`` text is left as written.
+    """
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str) and "$" in value:
+            return string.Template(value).safe_substitute(values)
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return [fill(doc) for doc in docs]
+
+
+def image_repository(image: str) -> str | None:
+    """The repository path of an image reference, without registry host, tag or digest.
+
+    "registry.example.com/orders-api:${GIT_SHA}" -> "orders-api"; "python:3.11" -> "python";
+    None when nothing is left (an image of only placeholders).
+    """
+    name = image.split("@", 1)[0]
+    first, slash, rest = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    head, colon, tail = name.rpartition(":")
+    if colon and "/" not in tail:
+        name = head
+    name = name.lower()
+    return name if re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", name) else None
+
+
+def container_images(docs: Iterable[dict[str, Any]], *, init: bool, container: str | None = None) -> list[str]:
+    """The images the manifests name for their (init) containers, in order (only `container`, if named)."""
+    found = []
+    for doc in docs:
+        spec = pod_spec(copy.deepcopy(doc))
+        for c in (spec or {}).get("initContainers" if init else "containers", []):
+            if (container is None or init or c.get("name") == container) and isinstance(c.get("image"), str):
+                found.append(c["image"])
+    return found
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:

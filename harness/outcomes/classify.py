@@ -846,7 +846,8 @@ def _probe_kill(events: Sequence[Mapping[str, Any]], pod: str, c: ContainerState
 def _platforms_for(c: ContainerState, image_platforms: Mapping[str, Sequence[str]] | None) -> tuple[str, ...]:
     if not image_platforms:
         return ()
-    for ref in (c.spec_image, c.image):
+    digest = c.image_id.rpartition("@")[2] if c.image_id else ""
+    for ref in (digest, c.spec_image, c.image):  # the digest that ran first: a tag may have moved
         if ref and ref in image_platforms:
             return tuple(image_platforms[ref])
     return ()
@@ -957,7 +958,7 @@ def _cause(
             evidence = f"event {_str(e.get('reason'))} on pod/{state.name}: {_one_line(_str(e.get('message')), 200)!r}"
         image = c.spec_image or c.image
         if known:
-            evidence += f"; image {image} is {', '.join(known)} (as built or loaded by the harness)"
+            evidence += f"; image {image} is {', '.join(known)} (as the harness built and delivered it)"
         if node_platform:
             evidence += f"; node {state.node or '?'} is {node_platform} (status.nodeInfo)"
     elif kill is not None:

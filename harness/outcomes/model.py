@@ -201,13 +201,20 @@ class HealthEvidence:
 
 @dataclass(frozen=True)
 class ImageRun:
-    """One container that ran: its image as the pod spec names it, the runtime's image ID, the node."""
+    """One container that ran: its image as the pod spec names it, the runtime's image ID, the node.
+
+    config: the image ID the node's containerd knows it by (the config digest; filled after the
+    watch from the node): what really ran, since a container's imageID names only one repo digest
+    of it. platform: that image's platform, where the harness knows it (it pushed or loaded it).
+    """
 
     pod: str
     container: str
     image: str
     image_id: str
     node: str
+    platform: str = ""
+    config: str = ""
 
 
 @dataclass(frozen=True)

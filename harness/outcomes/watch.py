@@ -954,6 +954,7 @@ def _summary(
             text += f"; restarts {restarts}"
         if cause.log_lines and not cause.exec_format_error:
             text += f"; last log line: {_one_line(cause.log_lines[-1], 160)}"
-    if outcome is Outcome.IMAGE_PULL:
-        text += "; with no registry every image must be loaded into the nodes first (kind load)"
+    if outcome is Outcome.IMAGE_PULL and cause is not None and "no match for platform" in (cause.message or ""):
+        # containerd's words when an index has no entry for the node's platform (a single manifest is not filtered).
+        text += "; the image is an index with no manifest for the node's platform"
     return text

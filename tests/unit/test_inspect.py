@@ -582,10 +582,15 @@ def test_missing_image_and_registry_references(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(layers, "engine_inspect", lambda ref: None)
     with pytest.raises(layers.ImageNotFound, match=r"image orders-api:nope is not in the local engine"):
         inspect.inspect("orders-api:nope")
-    with pytest.raises(layers.RegistryNotSupported, match="not supported yet"):
-        inspect.inspect("registry.example.com/orders-api:abc")
-    with pytest.raises(layers.RegistryNotSupported):
-        inspect.inspect("docker://busybox:1.36")
+    # A registry reference the engine does not hold is read from its registry: one that does not answer is named.
+    with pytest.raises(
+        layers.ImageUnreadable, match=r"127\.0\.0\.1:9/orders-api: the registry at http://127\.0\.0\.1:9"
+    ):
+        inspect.inspect("127.0.0.1:9/orders-api:abc")
+    with pytest.raises(layers.ImageUnreadable, match="does not answer"):
+        inspect.inspect("registry://localhost:9/busybox:1.36")
+    with pytest.raises(layers.RegistryNotSupported, match="oci://"):
+        inspect.inspect("oci://busybox:1.36")
     with pytest.raises(layers.ImageNotFound, match="no such file"):
         inspect.inspect("./missing/layout")
 
@@ -912,3 +917,14 @@ def test_docker_25_save_layout_and_several_named_images(tmp_path: Path) -> None:
 def test_no_image_and_no_manifest_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect"]) == 2
     assert capsys.readouterr().err.startswith("error: no image given")
+
+
+def test_registry_references_are_parsed_as_the_engine_does() -> None:
+    parse = layers.parse_registry_reference
+    assert parse("localhost:5001/orders-api:abc") == ("localhost:5001", "orders-api", "abc")
+    assert parse("localhost:5001/runs/x/orders-api@sha256:00") == ("localhost:5001", "runs/x/orders-api", "sha256:00")
+    assert parse("registry.example.com/team/app") == ("registry.example.com", "team/app", "latest")
+    assert parse("busybox:1.36") == ("registry-1.docker.io", "library/busybox", "1.36")
+    assert parse("docker.io/library/python:3.11-slim") == ("registry-1.docker.io", "library/python", "3.11-slim")
+    with pytest.raises(layers.ImageNotFound, match="not an image reference"):
+        parse("localhost:5001/Orders:1")

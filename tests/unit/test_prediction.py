@@ -267,6 +267,9 @@ def test_the_doctor_says_when_the_seed_images_are_not_built(
     from harness.platforms import EmulationState, Platform
 
     monkeypatch.setattr(cli, "_latest_local", lambda repository: None)
+    from harness import runner
+
+    monkeypatch.setattr(runner, "delivered_images", lambda scenario_name: {})
     cli._truth_table(Platform("linux", "amd64"), EmulationState(mounted=False, enabled=False))
     out = capsys.readouterr().out
     assert "image" in out and "label platform" in out and "entrypoint bytes" in out and "predicted outcome" in out
@@ -285,7 +288,8 @@ def test_an_image_that_cannot_be_read_is_predicted_unknown_and_the_run_goes_on()
 
     said: list[str] = []
     run = runner._Run(
-        cast(Any, SimpleNamespace(name="web")), runner.RunOptions(say=said.append, inspect_images=unreadable)
+        cast(Any, SimpleNamespace(name="web", workload=SimpleNamespace(delivery="load"))),
+        runner.RunOptions(say=said.append, inspect_images=unreadable),
     )
     run.session = cast(
         Any, SimpleNamespace(node_platform=Platform("linux", "amd64"), emulation=EmulationState(False, False))

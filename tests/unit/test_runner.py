@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import textwrap
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ import pytest
 
 from harness import capacity, images, scenario, workload
 from harness.errors import BadInput, ClusterGone, HarnessError, Interrupted
-from harness.outcomes import Cause, Evidence, Outcome, Verdict
+from harness.outcomes import Cause, Evidence, ImageRun, Outcome, Verdict
 from harness.platforms import EmulationState, Platform, resolve_platform_word
+from harness.registry import RegistryGone
 from harness.runner import ExitStatus, RunOptions, RunResult, check_symptom, run_scenario
 from harness.scenario import Symptom
 from harness.session import Admission, ManifestRejected, Watched
@@ -98,6 +100,12 @@ class FakeCluster:
     kubeconfig: Path = Path("fake-kubeconfig")
 
 
+@dataclass(frozen=True)
+class FakeRegistry:
+    host: str = "localhost:5001"
+    managed: bool = True
+
+
 class FakeSession:
     """What the runner asks of a session, recorded; watch() hands out the queued results in order."""
 
@@ -112,6 +120,7 @@ class FakeSession:
         self.namespaces: dict[str, str] = {}  # name -> "live" | "deleted" | "kept"
         self.capacity_error: BaseException | None = None
         self.capacity_wait = ""  # admit() says it waited for this reason
+        self.registry_gone = False
 
     def platform(self, word: str) -> Platform:
         return resolve_platform_word(word, self.node_platform)
@@ -157,6 +166,7 @@ class FakeSession:
     def apply(self, docs: list[dict[str, Any]], *, deployment: str | None = None, origins: Any = None) -> Any:
         self.calls.append("apply")
         self.origins = list(origins or [])
+        self.applied = list(docs)
         if self.apply_error is not None:
             raise self.apply_error
         name, selector = workload.selector_of(docs, deployment)
@@ -199,6 +209,42 @@ class FakeSession:
         self.calls.append("close")
         return []
 
+    def images_that_ran(self, ran: Any) -> tuple[Any, ...]:
+        return tuple(ran)
+
+    # -- registry delivery -------------------------------------------------------------------------
+
+    def registry(self) -> Any:
+        self.calls.append("registry")
+        return FakeRegistry()
+
+    def check_registry(self) -> None:
+        if self.registry_gone:
+            raise RegistryGone("container incident-harness-registry does not answer GET /v2/")
+
+    def push_image(self, context: Path, platform: Platform, *, repository: str, tag: str, **kwargs: Any) -> Any:
+        self.calls.append(f"push {repository}:{tag} {platform}")
+        digest = f"sha256:{platform.architecture}{tag}"
+        return images.PushedImage(
+            f"localhost:5001/{repository}:{tag}", repository, tag, digest, images.OCI_MANIFEST, 1, (platform,), 0.1
+        )
+
+    def push_index(self, repository: str, tag: str, members: Any) -> Any:
+        self.calls.append(f"index {repository}:{tag}")
+        return images.PushedImage(
+            f"localhost:5001/{repository}:{tag}",
+            repository,
+            tag,
+            f"sha256:index{tag}",
+            images.OCI_INDEX,
+            1,
+            tuple(m.platforms[0] for m in members),
+            0.1,
+        )
+
+    def image_ids(self, digest: str) -> set[str]:
+        return {f"config-{digest.removeprefix('sha256:')[:5]}"}  # config-amd64 / config-arm64
+
 
 # -- scenarios ---------------------------------------------------------------------------------
 
@@ -226,6 +272,7 @@ workload:
   manifests: [manifests/web.yaml]
   image: app
   deployment: web
+  delivery: load
 expect:
   outcome: CrashLoopBackOff
   symptoms:
@@ -544,3 +591,93 @@ def test_the_gate_admits_before_apply_and_a_wait_is_a_step_and_a_line(seed: scen
     assert waits and waits[0].detail == "needs cpu 300m, free 120m"
     assert "    waiting for capacity: needs cpu 300m, free 120m" in result.said  # type: ignore[attr-defined]
     assert "waited 1.5 s" in result.report.facts["capacity"]
+
+
+# -- registry delivery -------------------------------------------------------------------------
+
+
+def registry_scenario(s: scenario.Scenario, **workload_changes: Any) -> scenario.Scenario:
+    changes: dict[str, Any] = {"delivery": "registry", "pull_policy": None, **workload_changes}
+    return dataclasses.replace(s, workload=dataclasses.replace(s.workload, **changes))
+
+
+def ran(config: str, image: str = "localhost:5001/set-by-harness:x") -> tuple[ImageRun, ...]:
+    return (ImageRun("web-2", "web", image, f"{image.rpartition(':')[0]}@sha256:feed", "node-1", "", config),)
+
+
+def test_registry_delivery_pushes_content_tags_and_applies_the_manifests_pull_policy(
+    seed: scenario.Scenario, tmp_path: Path
+) -> None:
+    s = registry_scenario(seed)
+    session = FakeSession(Watched(CRASH), Watched(HEALTHY_AFTER_FIX))
+    result = run(s, session, tmp_path)
+
+    pushes = [c for c in session.calls if c.startswith("push ")]
+    assert [c.split()[-1] for c in pushes] == ["linux/arm64", "linux/amd64"], session.calls
+    # The repository is the one the manifest's container names; the tags name each build's inputs.
+    assert all(c.split()[1].startswith("set-by-harness:linux-") for c in pushes)
+    assert "load" not in " ".join(session.calls)
+    assert result.exit_status is ExitStatus.OK, result.report.error
+    container = session_rendered(session)["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"].startswith("localhost:5001/set-by-harness:linux-arm64-")
+    assert "imagePullPolicy" not in container, "with registry delivery the manifests' pull policy stands"
+    assert result.report.facts["delivery"].startswith("registry localhost:5001")
+
+
+def session_rendered(session: FakeSession) -> dict[str, Any]:
+    return session.applied[0]
+
+
+def test_a_fix_counts_only_when_the_new_pods_run_the_fixed_image(seed: scenario.Scenario, tmp_path: Path) -> None:
+    """Same tag, IfNotPresent: the node kept the broken build; Healthy or not, the fix is not verified."""
+    s = registry_scenario(seed)
+    stale = dataclasses.replace(HEALTHY_AFTER_FIX, images_ran=ran("config-arm64"))
+    session = FakeSession(Watched(CRASH), Watched(stale))
+    result = run(s, session, tmp_path)
+
+    assert result.exit_status is ExitStatus.EXPECTATION_FAILED
+    check = next(c for c in result.fix_checks if c.symptom.kind == "runsFixImage")
+    assert not check.seen and "ran other builds" in check.detail
+
+
+def test_the_fixed_image_running_verifies_the_fix(seed: scenario.Scenario, tmp_path: Path) -> None:
+    s = registry_scenario(seed)
+    good = dataclasses.replace(HEALTHY_AFTER_FIX, images_ran=ran("config-amd64"))
+    result = run(s, FakeSession(Watched(CRASH), Watched(good)), tmp_path)
+
+    assert result.exit_status is ExitStatus.OK, [c.detail for c in result.fix_checks]
+    check = next(c for c in result.fix_checks if c.symptom.kind == "runsFixImage")
+    assert check.seen
+
+
+def test_ran_image_names_the_build_that_ran(seed: scenario.Scenario, tmp_path: Path) -> None:
+    delivered = {"app": {"sha256:aaa"}, "fixed": {"sha256:bbb"}}
+    v = dataclasses.replace(CRASH, images_ran=ran("sha256:aaa"))
+    assert check_symptom(Symptom("ranImage", "app"), v, delivered).seen
+    miss = check_symptom(Symptom("ranImage", "fixed"), v, delivered)
+    assert not miss.seen and "sha256:aaa" in miss.detail
+    none = check_symptom(Symptom("ranImage", "app"), dataclasses.replace(CRASH, images_ran=()), delivered)
+    assert not none.seen and "none started" in none.detail
+
+
+def test_a_registry_that_stops_answering_is_an_environment_failure_not_a_verdict(
+    seed: scenario.Scenario, tmp_path: Path
+) -> None:
+    s = registry_scenario(seed)
+    pull = verdict(Outcome.IMAGE_PULL, waiting_reasons_seen=frozenset({"ImagePullBackOff"}))
+    session = FakeSession(Watched(pull))
+    session.registry_gone = True
+    result = run(s, session, tmp_path)
+
+    assert result.exit_status is ExitStatus.ENVIRONMENT
+    assert "does not answer" in (result.report.error or "")
+
+
+def test_delivery_load_refuses_a_pull_policy_of_always(seed: scenario.Scenario, tmp_path: Path) -> None:
+    s = registry_scenario(seed, pull_policy="Always")
+    result = run_scenario(
+        s,
+        RunOptions(session=FakeSession(), delivery="load", report_dir=None, say=lambda _l: None),  # type: ignore[arg-type]
+    )
+    assert result.exit_status is ExitStatus.BAD_INPUT
+    assert "workload.pullPolicy" in (result.report.error or "")

@@ -43,7 +43,7 @@ MISTAKES: dict[str, tuple[str, tuple[str, ...]]] = {
     "bad-step.yaml": ("fix.steps[1].restart", ("unknown step", "'rolloutRestart'")),
     "bad-step-image.yaml": ("fix.steps[0].setImage", ("one of the images", "'ci-build'", "'laptop-build'")),
     "bad-step-two-keys.yaml": ("fix.steps[0]", ("with its value",)),
-    "bad-pull-policy.yaml": ("workload.pullPolicy", ("'IfNotPresent'", "'Never'", "not pulled", "'Always'")),
+    "bad-pull-policy.yaml": ("workload.pullPolicy", ("not pullPolicy: Always with delivery: load", "no registry")),
     "bad-name.yaml": ("name", ("lowercase",)),
     "bad-api-version.yaml": ("apiVersion", ("'incident-harness/v1'",)),
     "not-a-mapping.yaml": ("(top level)", ("a mapping, got a list",)),
@@ -139,10 +139,11 @@ def test_the_seed_scenario_loads_as_the_incident() -> None:
     assert laptop.build_args["APP_VERSION"] == "laptop" and ci.build_args["APP_VERSION"] == "fixed"
     assert laptop.build_args["PYTHON_BASE"] == "{python-base}"
     assert s.workload.manifests == (REPO / "k8s" / "deployment.yaml",)
-    assert (s.workload.image, s.workload.deployment, s.workload.pull_policy) == (
+    assert (s.workload.image, s.workload.deployment, s.workload.pull_policy, s.workload.delivery) == (
         "laptop-build",
         "orders-api",
-        "IfNotPresent",
+        None,  # as the repository's manifest says: Always
+        "registry",
     )
     assert s.expect.outcome is Outcome.CRASH_LOOP
     symptoms = dict((sym.kind, sym.value) for sym in s.expect.symptoms)
@@ -594,5 +595,6 @@ def test_symptoms_and_steps_map_names_to_python_types() -> None:
         "eventContains": str,
         "exitCode": int,
         "probeFailed": str,
+        "ranImage": str,
     }
     assert steps == {"setImage": str, "rolloutRestart": bool, "rollback": bool}
