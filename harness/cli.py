@@ -199,7 +199,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from harness import report, scenario
     from harness.runner import ExitStatus, RunOptions
 
-    s = scenario.load(args.scenario)
+    if args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: at least 1", file=sys.stderr)
+        return BAD_INPUT
+    if len(args.scenario) > 1:
+        return _reproduce_many(args)
+    s = scenario.load(args.scenario[0])
     print(f"scenario {s.name}: {s.title}")
     printer = None if args.quiet else report.live_printer(sys.stdout)
     options = RunOptions(
@@ -226,6 +231,49 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             "the incident cannot show here (see 'python -m harness doctor')"
         )
     return int(status)
+
+
+def _reproduce_many(args: argparse.Namespace) -> int:
+    """Several scenarios on one cluster, --jobs at a time, each in its own namespace with its own report."""
+    from harness import jobs, scenario
+    from harness.runner import RunOptions
+    from harness.session import Session
+
+    loaded = [scenario.load(path) for path in args.scenario]  # every file is checked before anything runs
+    batch = jobs.label_jobs(loaded)
+    out = jobs.Output(sys.stdout)
+    print(f"{len(batch)} scenarios, {args.jobs} at a time, on cluster {args.cluster_name or 'incident-harness'}")
+    session = Session.open(
+        name=args.cluster_name,
+        node_image=args.node_image or next((s.node_image for s in loaded if s.node_image), None),
+        kind_bin=args.kind_bin,
+        workers=max(s.workers for s in loaded),
+        keep_cluster=not args.delete_cluster,
+        say=print,
+    )
+    shared = len({s.name for s in loaded}) < len(loaded)  # a name given twice: a report folder per run
+
+    def options_for(job: jobs.Job, out: jobs.Output) -> RunOptions:
+        reports = Path(args.report_dir) / job.label.replace("#", "-") if shared else Path(args.report_dir)
+        return RunOptions(
+            session=session,
+            keep_namespace=args.keep_namespace,
+            report_dir=reports,
+            artifacts_dir=Path(args.artifacts_dir),
+            on_evidence=None if args.quiet else jobs.evidence_printer(out, job.label),
+            say=lambda line: out.line(job.label, line),
+        )
+
+    try:
+        results, interrupt = jobs.run_jobs(batch, options_for, out, args.jobs)
+    finally:
+        session.close()
+    print()
+    print(jobs.summary(results))
+    statuses = [r.status for r in results]
+    if interrupt is not None:
+        statuses.append(signals.exit_status(interrupt))
+    return jobs.worst(statuses)
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
@@ -352,7 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_cmd_doctor)
 
     rep = sub.add_parser("reproduce", help="run a scenario end to end and print the verdict")
-    rep.add_argument("scenario", help="a scenario file, or the name of one in the project's scenarios folder")
+    rep.add_argument(
+        "scenario",
+        nargs="+",
+        help="scenario file(s), or the name(s) of one in the project's scenarios folder; several share one cluster",
+    )
+    rep.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N of the scenarios at once (each in its own namespace, admitted by the nodes' capacity)",
+    )
     rep.add_argument("--root", default=argparse.SUPPRESS, help=ROOT_HELP)
     rep.add_argument("--cluster-name", default=None, help="kind cluster to create or reuse (default: incident-harness)")
     rep.add_argument(

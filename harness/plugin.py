@@ -284,6 +284,8 @@ def deploy(request: pytest.FixtureRequest, harness_session: Session, harness_nam
                 origins.append(f"{request.node.name} (an object in code)")
         render_args.setdefault("pull_policy", "IfNotPresent")
         rendered = workload.render(docs, namespace=harness_namespace, **render_args)
+        # The capacity gate: waits (said) until the peak requests fit; BadInput if they never can.
+        harness_session.admit(rendered, f"test {request.node.name}", origins=origins)
         applied = harness_session.apply(rendered, origins=origins)
         request.node.harness_namespace.selectors.append(applied.selector)
         return applied

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -353,24 +354,43 @@ class _Run:
                 loaded = workload.load_manifests([path])
                 docs += loaded
                 origins += [str(path)] * len(loaded)
-            self.namespace = self.sess.create_namespace(self.s.name)
-            self.facts["namespace"] = self.namespace
-            self.facts["delivery"] = self._delivery_fact()
             # ${GIT_SHA} (the manifests' placeholder for the image's tag) becomes the tag delivered.
             docs = workload.substitute(docs, {"GIT_SHA": image.rpartition(":")[2]})
-            rendered = workload.render(
+            render = partial(
+                workload.render,
                 docs,
-                namespace=self.namespace,
                 image=image,
                 container=w.container,
                 pull_policy=w.pull_policy,
                 init_image=init_image,
                 patches=w.patch,
             )
+            # A workload that can never fit the nodes is bad input, said before anything is made.
+            self.sess.check_capacity(render(namespace="capacity-check"), f"scenario {self.s.path}", origins=origins)
+            self.namespace = self.sess.create_namespace(self.s.name)
+            self.facts["namespace"] = self.namespace
+            self.facts["delivery"] = self._delivery_fact()
+            rendered = render(namespace=self.namespace)
             self.containers = inspect.containers_of(rendered)
             self.predict(self.containers)
+            self.admit(rendered, origins)
             self.work = self.sess.apply(rendered, deployment=w.deployment, origins=origins)
             self.o.say(f"    namespace {self.namespace}, watching {self.work.selector}")
+
+    def admit(self, rendered: list[dict[str, Any]], origins: list[str]) -> None:
+        """The capacity gate: wait until the workload's peak requests fit the nodes (shown, and a step when it waited)."""
+
+        def waiting(line: str) -> None:
+            self.o.say(f"    {line}")
+            if self.o.on_evidence is not None:
+                self.o.on_evidence(Evidence(datetime.now(UTC), "note", "capacity", line))
+
+        admitted = self.sess.admit(rendered, f"scenario {self.s.name}", origins=origins, on_wait=waiting)
+        self.facts["capacity"] = f"{admitted.demand.describe()}" + (
+            f"; waited {admitted.waited:.1f} s ({admitted.reason})" if admitted.waited else ""
+        )
+        if admitted.waited:
+            self.steps.append(StepReport("wait for capacity", admitted.waited, StepStatus.OK, admitted.reason))
 
     def _delivery_fact(self) -> str:
         w = self.s.workload

@@ -6,6 +6,9 @@ A session owns, whichever door opened it:
   next run would reuse a cluster that never answers);
 - namespaces, and apply: a manifest the API server rejects (HTTP 400/422, or a kind it does
   not know) is bad input naming the file and the object, not an environment failure;
+- the capacity gate (admit): a workload is applied only when its peak requests fit what the
+  nodes can still allocate, beside what other runs of this process were admitted for; it waits
+  (said, and returned for the report) until then. One that can never fit is bad input;
 - the supervised watch: the watch runs in a helper thread while the API server is probed. A
   paused or frozen node accepts TCP connections and never answers, so a watch alone would sit
   until its deadline and report a wrong Timeout. One rule says when the cluster is gone: no
@@ -36,11 +39,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
+import tenacity
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from harness import images, outcomes, platforms, signals, tools, workload
+from harness import capacity, images, outcomes, platforms, signals, tools, workload
 from harness.cluster import BoundedApiClient, KindCluster, default_name
 from harness.errors import BadInput, ClusterGone, HarnessError, ManifestRejected
 from harness.outcomes import Evidence, Outcome, Verdict
@@ -57,6 +61,18 @@ CLEANUP_SECONDS = 30.0  # one clean-up action may take this long
 EVIDENCE_SECONDS = 240.0  # describe, events, logs and kind's node logs together
 HALF_MADE_SECONDS = 120.0  # deleting a cluster whose creation was interrupted
 STOP_JOIN_SECONDS = 1.5  # an abandoned watch's thread is given this long to end (it stops within about a second)
+CAPACITY_WAIT_SECONDS = 900.0  # the longest a workload waits for room on the nodes
+CAPACITY_RECHECK_SECONDS = 2.0  # the nodes are read again this often while waiting (a release wakes at once)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A workload admitted by the capacity gate: what it asks, and how long it waited for room."""
+
+    namespace: str
+    demand: capacity.Demand
+    waited: float = 0.0
+    reason: str = ""  # why it waited ("needs cpu 300m, free 120m"); "" when it did not
 
 
 @dataclass(frozen=True)
@@ -480,10 +496,12 @@ class Session:
         return name
 
     def _delete_namespace_now(self, name: str) -> None:
+        self.ledger.release(name)
         workload.delete_namespace(self.core, name)
 
     def delete_namespace(self, name: str) -> bool:
         """Delete a namespace of this session now (bounded; the API server is probed first); False if it failed."""
+        self.ledger.release(name)  # its terminating pods count on the nodes until they are gone
         cleanup = self._namespaces.pop(name, None)
         if cleanup is None:
             return True
@@ -492,9 +510,91 @@ class Session:
 
     def keep_namespace(self, name: str) -> None:
         """Leave a namespace of this session on the cluster (for inspection)."""
+        self.ledger.release(name)  # its pods are counted as they are from now on
         cleanup = self._namespaces.pop(name, None)
         if cleanup is not None:
             self._cleanups.remove(cleanup)
+
+    # -- the capacity gate -------------------------------------------------------------------------
+
+    @property
+    def ledger(self) -> capacity.Ledger:
+        """The demand admitted on this cluster by this process (shared by its sessions)."""
+        return capacity.ledger(self.cluster.name)
+
+    def free_capacity(self, exclude_namespaces: Collection[str] = ()) -> list[capacity.NodeFree]:
+        with self.answering("reading the nodes' free capacity"):
+            return capacity.free_capacity(self.core, exclude_namespaces)
+
+    def check_capacity(
+        self, docs: Sequence[Mapping[str, Any]], what: str, *, origins: Sequence[str] | None = None
+    ) -> capacity.Demand:
+        """What the gate waits for: the workload's peak demand (its steady state where the peak can
+        never fit); BadInput (naming the file, the resource, what it asks and what the nodes have)
+        when even that can never fit these nodes. Deploys nothing."""
+        demand = capacity.peak_requests(docs, origins)
+        if demand.empty:
+            return demand
+        nodes = self.free_capacity()
+        capacity.refuse_impossible(demand, nodes, what)
+        return capacity.gated(demand, nodes)
+
+    def admit(
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        what: str,
+        *,
+        origins: Sequence[str] | None = None,
+        timeout: float = CAPACITY_WAIT_SECONDS,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Admission:
+        """Wait until the rendered workload's peak requests fit the nodes, and hold them for its namespace.
+
+        The room stays held (in this process, for every session on the cluster) until the
+        namespace is deleted or kept, or the session closes. BadInput when it can never fit;
+        HarnessError when no room was found within timeout. on_wait gets the line said when it
+        has to wait ("waiting for capacity: needs cpu 300m, free 120m") and the line once admitted
+        ("admitted after 12.3 s"); without it they are said.
+
+        The gate is only as good as the requests: pods that request nothing are admitted at once.
+        """
+        namespace = next((str(d.get("metadata", {}).get("namespace") or "") for d in docs), "")
+        demand = self.check_capacity(docs, what, origins=origins)
+        if demand.empty:
+            return Admission(namespace, demand)
+        began = time.monotonic()
+        said: list[str] = []
+
+        def attempt() -> capacity.Fit:
+            fit = self.ledger.try_admit(namespace, demand, self.free_capacity)
+            if not fit.ok and (not said or said[-1] != fit.reason):
+                line = f"waiting for capacity: {fit.reason}"
+                said.append(fit.reason)
+                (on_wait or (lambda text: self.say(f"    {what}: {text}")))(line)
+            return fit
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_delay(timeout),
+            wait=tenacity.wait_fixed(CAPACITY_RECHECK_SECONDS),
+            sleep=self.ledger.wait_changed,  # a release in this process wakes it at once
+            retry=tenacity.retry_if_result(lambda fit: not fit.ok),  # errors are not retried
+        )
+        try:
+            retrying(attempt)
+        except tenacity.RetryError as exc:
+            raise HarnessError(
+                f"{what}: no room on the nodes of cluster {self.cluster.name!r} within {timeout:.0f} s "
+                f"({said[-1] if said else 'never fitted'})",
+                "wait for other runs on the cluster to end, or run fewer at once (--jobs)",
+            ) from exc
+        waited = time.monotonic() - began
+        if said:
+            (on_wait or (lambda text: self.say(f"    {what}: {text}")))(f"admitted after {waited:.1f} s")
+        return Admission(namespace, demand, round(waited, 2) if said else 0.0, said[0] if said else "")
+
+    def release(self, namespace: str) -> None:
+        """Stop holding room for a namespace's workload (its pods, if any, count as they are)."""
+        self.ledger.release(namespace)
 
     def apply(
         self,
@@ -898,8 +998,10 @@ def _interrupts_deferred() -> Iterator[None]:
 __all__ = [
     "API_PROBE_INTERVAL",
     "API_PROBE_TIMEOUT",
+    "CAPACITY_WAIT_SECONDS",
     "CLUSTER_GONE_AFTER",
     "REQUEST_TIMEOUT",
+    "Admission",
     "BadInput",
     "ManifestRejected",
     "Session",

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from harness import images, scenario, workload
-from harness.errors import ClusterGone, HarnessError, Interrupted
+from harness import capacity, images, scenario, workload
+from harness.errors import BadInput, ClusterGone, HarnessError, Interrupted
 from harness.outcomes import Cause, Evidence, ImageRun, Outcome, Verdict
 from harness.platforms import EmulationState, Platform, resolve_platform_word
 from harness.registry import RegistryGone
 from harness.runner import ExitStatus, RunOptions, RunResult, check_symptom, run_scenario
 from harness.scenario import Symptom
-from harness.session import ManifestRejected, Watched
+from harness.session import Admission, ManifestRejected, Watched
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 AMD64 = Platform("linux", "amd64")
@@ -118,6 +118,8 @@ class FakeSession:
         self.calls: list[str] = []
         self.watch_args: list[dict[str, Any]] = []
         self.namespaces: dict[str, str] = {}  # name -> "live" | "deleted" | "kept"
+        self.capacity_error: BaseException | None = None
+        self.capacity_wait = ""  # admit() says it waited for this reason
         self.registry_gone = False
 
     def platform(self, word: str) -> Platform:
@@ -146,6 +148,20 @@ class FakeSession:
 
     def keep_namespace(self, name: str) -> None:
         self.namespaces[name] = "kept"
+
+    def check_capacity(self, docs: list[dict[str, Any]], what: str, *, origins: Any = None) -> capacity.Demand:
+        self.calls.append("check capacity")
+        if self.capacity_error is not None:
+            raise self.capacity_error
+        return capacity.peak_requests(docs, origins)
+
+    def admit(self, docs: list[dict[str, Any]], what: str, *, origins: Any = None, on_wait: Any = None) -> Admission:
+        self.calls.append("admit")
+        demand = capacity.peak_requests(docs, origins)
+        if self.capacity_wait and on_wait is not None:
+            on_wait(f"waiting for capacity: {self.capacity_wait}")
+            return Admission(docs[0]["metadata"]["namespace"], demand, 1.5, self.capacity_wait)
+        return Admission(docs[0]["metadata"]["namespace"], demand)
 
     def apply(self, docs: list[dict[str, Any]], *, deployment: str | None = None, origins: Any = None) -> Any:
         self.calls.append("apply")
@@ -545,6 +561,36 @@ def test_symptoms_of_the_new_kinds_decide_the_exit_status(seed: scenario.Scenari
     result = run(s, FakeSession(Watched(CRASH), Watched(HEALTHY_AFTER_FIX)), tmp_path)
     assert result.exit_status is ExitStatus.EXPECTATION_FAILED
     assert [c.seen for c in result.symptoms] == [False, False]
+
+
+# -- the capacity gate ---------------------------------------------------------------------------
+
+
+def test_a_workload_that_can_never_fit_is_bad_input_before_any_namespace(
+    seed: scenario.Scenario, tmp_path: Path
+) -> None:
+    session = FakeSession(Watched(CRASH))
+    session.capacity_error = BadInput("manifests/web.yaml: Deployment web can never fit these nodes", "lower it")
+    result = run(seed, session, tmp_path)
+
+    assert result.exit_status is ExitStatus.BAD_INPUT
+    assert "can never fit" in (result.report.error or "")
+    assert session.namespaces == {}, "nothing is made for a workload that can never fit"
+    assert "apply" not in session.calls
+
+
+def test_the_gate_admits_before_apply_and_a_wait_is_a_step_and_a_line(seed: scenario.Scenario, tmp_path: Path) -> None:
+    session = FakeSession(Watched(CRASH), Watched(HEALTHY_AFTER_FIX))
+    session.capacity_wait = "needs cpu 300m, free 120m"
+    result = run(seed, session, tmp_path)
+
+    assert result.exit_status is ExitStatus.OK, result.report.error
+    assert session.calls.index("check capacity") < session.calls.index("namespace fake-incident-abc123")
+    assert session.calls.index("admit") < session.calls.index("apply")
+    waits = [st for st in result.report.steps if st.name == "wait for capacity"]
+    assert waits and waits[0].detail == "needs cpu 300m, free 120m"
+    assert "    waiting for capacity: needs cpu 300m, free 120m" in result.said  # type: ignore[attr-defined]
+    assert "waited 1.5 s" in result.report.facts["capacity"]
 
 
 # -- registry delivery -------------------------------------------------------------------------
