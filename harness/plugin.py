@@ -14,7 +14,13 @@ When active:
   ``harness_cluster`` (its KindCluster), ``harness_namespace`` (fresh per test), ``image_builder``,
   ``deploy`` and ``expect_outcome``; a frozen node ends a test with ClusterGone, an image that
   runs emulated is never Healthy, evidence of a failed test is bounded;
-- with ``--require-e2e`` (default when CI=true) a skipped e2e test fails the run.
+- with ``--require-e2e`` (default when CI=true) a skipped e2e test fails the run;
+- ``--harness-profile`` (default ``fast``): the kubelet settings of the suite's cluster
+  (harness.profiles); each scenario item records the profile and the kubelets' effective
+  maximum restart period as JUnit properties;
+- under pytest-xdist every worker shares the one cluster (the same name; creation serialised by
+  a lock, a namespace per test). Workers never delete it; the controller (the process that runs
+  no tests) deletes it at the end when this run created it and --harness-keep-cluster is not given.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import report, tools, workload
+from harness import profiles, report, tools, workload
 from harness.cluster import KindCluster, default_name
 from harness.errors import HarnessError
 from harness.outcomes import Outcome, Verdict
@@ -43,6 +49,8 @@ EXPECT_EMULATION_ENV = "HARNESS_EXPECT_EMULATION"
 _ACTIVE = pytest.StashKey[bool]()
 _PROJECT = pytest.StashKey[Project]()
 _SESSION = pytest.StashKey["_SharedSession"]()
+_CONTROLLER_CLUSTER = pytest.StashKey[KindCluster | None]()  # xdist controller: a cluster this run may delete
+SUITE_PROFILE = profiles.Profile.FAST
 
 
 def _require_e2e_default() -> bool:
@@ -69,6 +77,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--harness-node-image", default=None, help="force a node image (default: kindest/node, else registry-free)"
     )
     group.addoption("--harness-kind-bin", default=None, help="the kind binary to use")
+    group.addoption(
+        "--harness-profile",
+        default=SUITE_PROFILE.value,
+        choices=profiles.names(),
+        help=f"cluster profile: kubelet settings of the cluster (default {SUITE_PROFILE.value}; see harness.profiles)",
+    )
     group.addoption("--harness-artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
     group.addoption("--harness-report-dir", default="reports", help="where the reports of scenario items are written")
     group.addoption("--harness-keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
@@ -116,6 +130,51 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _active(config: pytest.Config) -> bool:
     return config.stash.get(_ACTIVE, False)
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist worker (it runs tests; the controller hands them out)."""
+    return hasattr(config, "workerinput")
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """This process hands tests to pytest-xdist workers and runs none itself."""
+    return not is_xdist_worker(config) and getattr(config.option, "dist", "no") != "no"
+
+
+def _profile(config: pytest.Config) -> profiles.Profile:
+    return profiles.Profile.parse(config.getoption("--harness-profile") or SUITE_PROFILE.value)
+
+
+def _cluster_name(config: pytest.Config) -> str:
+    """The suite's cluster: --harness-cluster, else HARNESS_CLUSTER, else the profile's default (every worker alike)."""
+    return str(config.getoption("--harness-cluster") or default_name(_profile(config)))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """xdist controller: note whether the workers' cluster exists, so that only a cluster this run made is deleted."""
+    config = session.config
+    if not _active(config) or not is_xdist_controller(config) or config.getoption("--harness-keep-cluster"):
+        return
+    try:
+        cluster = KindCluster(name=_cluster_name(config), kind_bin=config.getoption("--harness-kind-bin"))
+        config.stash[_CONTROLLER_CLUSTER] = None if cluster.exists() else cluster
+    except HarnessError:
+        config.stash[_CONTROLLER_CLUSTER] = None  # no engine or kind here: the workers skip their e2e tests
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist controller: the workers have ended; delete the cluster they made (unless kept)."""
+    cluster = session.config.stash.get(_CONTROLLER_CLUSTER, None)
+    if cluster is None:
+        return
+    try:
+        if cluster.exists():
+            cluster.delete()
+    except HarnessError as exc:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"incident-harness: deleting cluster {cluster.name} failed: {exc.cause}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,11 +230,13 @@ class _SharedSession:
                 raise self.failed  # the cluster could not be made once: not again for every test
             try:
                 self.session = Session.open(
-                    name=opt("--harness-cluster") or default_name(),
+                    name=_cluster_name(self.config),
                     node_image=opt("--harness-node-image"),
                     kind_bin=opt("--harness-kind-bin"),
-                    keep_cluster=bool(opt("--harness-keep-cluster")),
+                    # A worker never deletes the cluster the others share: the controller may, at the end.
+                    keep_cluster=bool(opt("--harness-keep-cluster")) or is_xdist_worker(self.config),
                     say=_say(self.config),
+                    profile=_profile(self.config),
                 )
             except HarnessError as exc:
                 self.failed = exc
@@ -393,6 +454,11 @@ class ScenarioItem(pytest.Item):
             ),
         )
         self.harness_result = result
+        # What the report read from the cluster (its nodes' label, the kubelets' configz), not the option asked.
+        self.user_properties.append(("harness_profile", result.report.profile.get(profiles.PROFILE_FACT, "")))
+        self.user_properties.append(
+            ("kubelet_max_container_restart_period", result.report.profile.get(profiles.PERIOD_FACT, ""))
+        )
         status = result.exit_status
         paths = "\n".join(f"report: {p}" for p in result.report_paths)
         self.user_properties.append(("exit_status", int(status)))
@@ -447,5 +513,7 @@ __all__ = [
     "expects_emulation",
     "is_active",
     "is_scenario_file",
+    "is_xdist_controller",
+    "is_xdist_worker",
     "shared_session",
 ]
