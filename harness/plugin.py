@@ -21,12 +21,17 @@ When active:
 - under pytest-xdist every worker shares the one cluster (the same name; creation serialised by
   a lock, a namespace per test). Workers never delete it; the controller (the process that runs
   no tests) deletes it at the end when this run created it and --harness-keep-cluster is not given.
+  A test that disturbs the cluster or the host for everyone (marker ``exclusive_cluster``, e.g.
+  one that pauses the node, or ``emulation``: a kernel-wide binfmt handler) runs alone: e2e tests
+  hold a shared lock on the cluster while they run, such a test an exclusive one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +130,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs a real kind cluster and a Docker engine")
     config.addinivalue_line("markers", "scenario: runs a scenario file end to end")
     config.addinivalue_line("markers", "emulation: registers a QEMU binfmt_misc handler on the host (kernel-wide)")
+    config.addinivalue_line(
+        "markers",
+        "exclusive_cluster: disturbs the shared cluster for every test (pauses its node...): under xdist it runs alone",
+    )
     config.stash[_ACTIVE] = is_active(config)
 
 
@@ -149,6 +158,34 @@ def _profile(config: pytest.Config) -> profiles.Profile:
 def _cluster_name(config: pytest.Config) -> str:
     """The suite's cluster: --harness-cluster, else HARNESS_CLUSTER, else the profile's default (every worker alike)."""
     return str(config.getoption("--harness-cluster") or default_name(_profile(config)))
+
+
+EXCLUSIVE_MARKERS = ("exclusive_cluster", "emulation")
+
+
+@contextmanager
+def cluster_use_lock(name: str, *, exclusive: bool) -> Iterator[None]:
+    """Held while a test uses the shared cluster: shared by ordinary tests, exclusive by one that disturbs it."""
+    path = tools.cache_dir() / "locks" / f"cluster-{name}.use"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, None]:
+    """xdist worker: an e2e test runs while holding the cluster's use lock (setup, call and teardown)."""
+    config = item.config
+    if not (_active(config) and is_xdist_worker(config) and item.get_closest_marker("e2e")):
+        yield
+        return
+    exclusive = any(item.get_closest_marker(m) for m in EXCLUSIVE_MARKERS)
+    with cluster_use_lock(_cluster_name(config), exclusive=exclusive):
+        yield
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -506,10 +543,12 @@ def check_says_masked(run: report.RunReport) -> None:
 
 
 __all__ = [
+    "EXCLUSIVE_MARKERS",
     "EXPECT_EMULATION_ENV",
     "ScenarioFile",
     "ScenarioItem",
     "check_says_masked",
+    "cluster_use_lock",
     "expects_emulation",
     "is_active",
     "is_scenario_file",
