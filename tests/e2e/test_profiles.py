@@ -123,6 +123,7 @@ def test_fast_restarts_come_faster_than_the_default_curve_and_not_faster_than_th
     restarts = seen[-1][1] if seen else 0
     period = duration_seconds(fast.kubelet.max_container_restart_period)
     shown = f"restart counts seen (s, count): {seen}"
+    print(shown)
     assert restarts >= FAST_AT_LEAST, f"{restarts} restarts in {WINDOW:.0f} s: no faster than faithful; {shown}"
     assert restarts <= WINDOW / period + 1, f"{restarts} restarts in {WINDOW:.0f} s: faster than {period} s; {shown}"
 
