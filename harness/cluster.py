@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -61,7 +61,7 @@ class ProfileMismatch(HarnessError):
 
 
 @contextmanager
-def creation_lock(name: str, say: Any = None) -> Iterator[None]:
+def creation_lock(name: str, say: Callable[[str], None] | None = None) -> Iterator[None]:
     """Serialise creating, reusing and deleting cluster name among processes (xdist workers, parallel runs).
 
     An fcntl lock on a file under the harness cache; the kernel drops it when the holder exits.
