@@ -7,9 +7,12 @@ Two profiles:
 - ``fast``: kind's kubeadm config patches give every node's KubeletConfiguration
   ``crashLoopBackOff.maxContainerRestartPeriod`` (KEP-4603/KEP-5593) with the feature gate
   ``KubeletCrashLoopBackOffMax`` on. The gate is alpha (off by default) from v1.32 and beta (on by
-  default) from v1.35; the harness always sets it, which every version from v1.32 accepts. A
-  kubelet older than v1.32 does not know the gate: the harness refuses before creating the cluster.
-  The test suite's cluster uses this profile.
+  default) from v1.35; the harness always sets it, which every version from v1.32 accepts. On
+  v1.34.4 it is needed: without it the kubelet refuses to start ("invalid configuration:
+  FeatureGate KubeletCrashLoopBackOffMax not enabled, CrashLoopBackOff.MaxContainerRestartPeriod
+  must not be set") and kind's kubeadm init fails after minutes. A kubelet older than v1.32 does
+  not know the gate: the harness refuses before creating the cluster. The test suite's cluster
+  uses this profile.
 
 The value, by measurement (v1.34.4 node image, kind v0.30.0, 2 cores, load average 1 to 14 from
 other work on the machine): restart times of a pod whose container exits at once (``busybox
@@ -27,6 +30,12 @@ a restart is then never held back longer than the pod worker holds it, whatever 
 worker earlier (the 2 s restarts above). So on v1.34 fast gives the third restart at about 30 s
 instead of 43 s and the fourth at 33-43 s instead of 97 s; while a pod is fresh (its own status
 updates wake the pod worker) restarts come 1-2 s apart, which is what the seed's incident needs.
+
+What fast changes besides the time: a container the kubelet kills for a failing liveness or
+startup probe is restarted at once, so the API never shows it Waiting in CrashLoopBackOff (seen
+with 1 s and with 3 s: 8 to 14 restarts in 90 s, always "Running"); a verdict that waits for that
+Waiting reason never comes. A crash loop there shows as restarts with their termination reasons.
+With 3 s the seed's incident watch took 7.8 s (1 s: 4.9 to 6.5 s), so 1 s stays.
 
 Reports record what the kubelet took, read from every node's configz through the API server's
 node proxy (``/api/v1/nodes/NODE/proxy/configz``), never the assumed value.
