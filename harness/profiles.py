@@ -50,6 +50,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 import yaml
 from kubernetes import client as k8s
 
@@ -280,6 +281,8 @@ def read_kubelet_settings(core: k8s.CoreV1Api) -> KubeletSettings:
             # Not deserialised by the client: for a 'str' response it would give a dict's repr.
             response: Any = core.connect_get_node_proxy_with_path(name, "configz", _preload_content=False)
             data = json.loads(response.data)
+        except urllib3.exceptions.HTTPError:
+            raise  # no answer: the session's rule says whether the cluster is gone (Session.answering)
         except Exception as exc:
             raise HarnessError(
                 f"node {name}: cannot read its kubelet's configz through the API server ({type(exc).__name__}: "
