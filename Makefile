@@ -11,10 +11,10 @@ PROFILE ?= faithful
 SCENARIO ?= scenarios/arm64-on-amd64.yaml
 PYTEST_ARGS ?=
 # pytest-xdist workers, all on the one shared cluster (a namespace per test; see harness.plugin).
-# Measured on 2 cores (tests/e2e/test_outcomes_e2e.py + test_verdicts.py, 18 tests, fast profile,
-# load average 5-30 from other work): serial 306 s, -n 2 221 s, -n 4 216 s; 2 is kept: as fast,
-# and half the contention (one more timing-sensitive verdict failed at -n 4).
-JOBS ?= 2
+# Measured on 2 cores (tests/e2e/test_outcomes_e2e.py + test_verdicts.py, 18 tests, fast profile):
+# load average about 3: serial 298 s, -n 2 177 s, -n 4 148 s; load 10-30 from other work:
+# serial 306 s, -n 2 221 s, -n 4 216 s.
+JOBS ?= 4
 ifneq ($(CLUSTER),)
 export HARNESS_CLUSTER := $(CLUSTER)
 endif
