@@ -52,7 +52,7 @@ def _line(label: str, value: str) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from harness import platforms, registry
+    from harness import platforms, profiles, registry
     from harness.cluster import REGISTRY_FREE_REPO, KindCluster, default_name, kubeconfig_path
     from harness.runner import ExitStatus
 
@@ -108,17 +108,24 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     host = platforms.host_platform()
     _line("host", str(host))
     node = host
-    name = args.cluster_name or default_name()
+    name = args.cluster_name or default_name(args.profile)
     cluster = KindCluster(name=name)
+    settings = None
     try:
         if cluster.exists() and kubeconfig_path(name).exists():
-            raw = cluster.core.api_client.sanitize_for_serialization(cluster.core.list_node().items[0])
+            listed = cluster.core.list_node().items
+            raw = cluster.core.api_client.sanitize_for_serialization(listed[0])
             node = platforms.node_platform(raw)
             _line(f"nodes of {name}", str(node))
+            found = profiles.profile_of_node_objects(listed)
+            _line("cluster profile", found.value if found else "MIXED: its nodes carry different profile labels")
+            settings = profiles.read_kubelet_settings(cluster.core)
         else:
             _line("nodes", f"no cluster {name!r} yet: assuming the host's platform")
     except HarnessError as exc:
         _line("nodes", f"unknown ({exc.cause})")
+    if settings is not None:
+        _line("kubelet (configz)", settings.describe())
     emulation = platforms.read_binfmt()
     _line("emulation", emulation.describe())
     foreign = platforms.foreign_of(node)
@@ -211,6 +218,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         cluster_name=args.cluster_name,
         node_image=args.node_image,
         kind_bin=args.kind_bin,
+        profile=args.profile,
         keep_cluster=not args.delete_cluster,
         keep_namespace=args.keep_namespace,
         report_dir=Path(args.report_dir),
@@ -250,6 +258,8 @@ def _reproduce_many(args: argparse.Namespace) -> int:
         workers=max(s.workers for s in loaded),
         keep_cluster=not args.delete_cluster,
         say=print,
+        profile=args.profile,
+        registry_address=args.registry,
     )
     shared = len({s.name for s in loaded}) < len(loaded)  # a name given twice: a report folder per run
 
@@ -262,6 +272,7 @@ def _reproduce_many(args: argparse.Namespace) -> int:
             artifacts_dir=Path(args.artifacts_dir),
             on_evidence=None if args.quiet else jobs.evidence_printer(out, job.label),
             say=lambda line: out.line(job.label, line),
+            delivery=args.delivery,
         )
 
     try:
@@ -280,11 +291,20 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     from harness.cluster import KindCluster, default_name
 
     cluster = KindCluster(
-        name=args.name or default_name(), node_image=args.node_image, kind_bin=args.kind_bin, workers=args.workers
+        name=args.name or default_name(args.profile),
+        node_image=args.node_image,
+        kind_bin=args.kind_bin,
+        workers=args.workers,
+        profile=args.profile,
     )
     if args.action == "create":
+        from harness import profiles
+
         cluster.create()
-        print(f"cluster {cluster.name} is ready ({'reused' if cluster.reused else 'created'}).")
+        print(f"cluster {cluster.name} is ready ({'reused' if cluster.reused else 'created'}), profile {args.profile}.")
+        settings = profiles.read_kubelet_settings(cluster.core)
+        profiles.check_applied(cluster.profile, settings, cluster.name)
+        print(f"kubelet (configz): {settings.describe()}")
         print("point kubectl at it with:")
         print(f"  export KUBECONFIG={cluster.kubeconfig}")
         print("  kubectl get nodes")
@@ -385,6 +405,19 @@ def _cmd_draft(args: argparse.Namespace) -> int:
     return 0
 
 
+PROFILES = ("faithful", "fast")  # harness.profiles.names() (a unit test keeps them equal; imported late)
+
+
+def _profile_type(value: str) -> str:
+    if value not in PROFILES:
+        raise argparse.ArgumentTypeError(f"unknown profile {value!r}: use one of {', '.join(PROFILES)}")
+    return value
+
+
+def _profile_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--profile", type=_profile_type, default="faithful", metavar="{faithful,fast}", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Reproduce Kubernetes incidents on kind.")
     parser.add_argument("--root", default=None, help=ROOT_HELP)
@@ -397,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="tools, engine, platforms, emulation: can the incident reproduce here?")
     doctor.add_argument("--cluster-name", default=None)
+    _profile_argument(doctor, "the profile whose default cluster to look at (default: faithful)")
     doctor.set_defaults(func=_cmd_doctor)
 
     rep = sub.add_parser("reproduce", help="run a scenario end to end and print the verdict")
@@ -419,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--node-image", default=None, help="force a node image (default: kindest/node, else registry-free)"
     )
     rep.add_argument("--kind-bin", default=None, help="kind binary to use")
+    _profile_argument(
+        rep,
+        "kubelet settings of the cluster: faithful (kubelet defaults, the default) or fast "
+        "(a short crash-loop back-off; default cluster incident-harness-fast)",
+    )
     rep.add_argument(
         "--delete-cluster", action="store_true", help="delete the cluster afterwards if this run created it"
     )
@@ -446,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--node-image", default=None)
     cl.add_argument("--kind-bin", default=None)
     cl.add_argument("--workers", type=int, default=0)
+    _profile_argument(cl, "kubelet settings of the cluster (default: faithful); also picks the default name")
     cl.set_defaults(func=_cmd_cluster)
 
     gcp = sub.add_parser("gc", help="list (and with --yes remove) clusters, containers and images the harness made")

@@ -7,11 +7,14 @@ the command line, exit code and output.
 from __future__ import annotations
 
 import enum
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -26,9 +29,10 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from tenacity import Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
 
-from harness import engine, registry, tools
+from harness import engine, profiles, registry, tools
 from harness.errors import ClusterGone, GuardRefused, HarnessError, NotManaged, ToolError
 from harness.outcomes import LOG_GONE
+from harness.profiles import PROFILE_LABEL, Profile
 
 MANAGED_LABEL = "incident-harness.io/managed"
 # A fingerprint of the kind configuration a cluster was made with (on every node): a cluster made
@@ -41,11 +45,40 @@ KUBEADM_CONFIG = "/kind/kubeadm.conf"  # kind writes each node's kubeadm config 
 CREATION_WINDOW = timedelta(seconds=960)  # `kind create cluster` is given 900 s; its containers come in that time
 
 
-def default_name() -> str:
-    """The cluster name: HARNESS_CLUSTER, else 'incident-harness' (+ the xdist worker id)."""
-    base = os.environ.get("HARNESS_CLUSTER", "incident-harness")
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    return f"{base}-{worker}" if worker else base
+DEFAULT_NAMES = {Profile.FAITHFUL: "incident-harness", Profile.FAST: "incident-harness-fast"}
+
+
+def default_name(profile: Profile | str = Profile.FAITHFUL) -> str:
+    """The cluster name: HARNESS_CLUSTER, else one per profile (the two never share a cluster).
+
+    The same on every pytest-xdist worker: the workers share one cluster (a namespace per test).
+    """
+    return os.environ.get("HARNESS_CLUSTER") or DEFAULT_NAMES[Profile.parse(profile)]
+
+
+class ProfileMismatch(HarnessError):
+    """An existing cluster of that name was made with another profile: it is not reused silently."""
+
+
+@contextmanager
+def creation_lock(name: str, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Serialise creating, reusing and deleting cluster name among processes (xdist workers, parallel runs).
+
+    An fcntl lock on a file under the harness cache; the kernel drops it when the holder exits.
+    """
+    path = tools.cache_dir() / "locks" / f"cluster-{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if say is not None:
+                say(f"    cluster {name}: another process is creating or deleting it; waiting for it")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def kubeconfig_path(name: str) -> Path:
@@ -105,8 +138,11 @@ class KindCluster:
     workers: int = 0
     kubeconfig: Path = field(default=Path())
     reused: bool = False
+    profile: Profile = Profile.FAITHFUL
+    started_creation: bool = False  # this process ran `kind create cluster` (a half-made cluster is its to delete)
 
     def __post_init__(self) -> None:
+        self.profile = Profile.parse(self.profile)
         if self.kubeconfig == Path():
             self.kubeconfig = kubeconfig_path(self.name)
 
@@ -122,11 +158,25 @@ class KindCluster:
         return self.name in out
 
     def create(self, *, wait: float = 300) -> KindCluster:
-        """Create the cluster, or reuse it when one of that name exists; wait until it is ready."""
+        """Create the cluster, or reuse it when one of that name exists; wait until it is ready.
+
+        Serialised by creation_lock: a process that finds the cluster made by another meanwhile
+        reuses it. A cluster of another profile is refused (ProfileMismatch), never re-made.
+        """
         tools.ensure_engine()
+        with creation_lock(self.name, say=lambda line: print(line, flush=True)):
+            self._create_or_reuse()
+        os.chmod(self.kubeconfig, 0o600)
+        self.wait_ready(timeout=wait)
+        return self
+
+    def _create_or_reuse(self) -> None:
         self.kubeconfig.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.exists():
             require_managed(self.name, "reuse")
+            existing = self.existing_profile()
+            if existing is not None and existing is not self.profile:
+                raise profile_mismatch(self.name, existing, self.profile)
             if not self._nodes_running():
                 # Its node containers stopped (e.g. the engine restarted): kind cannot revive them.
                 require_managed(self.name, "delete (its nodes are stopped)")
@@ -145,9 +195,11 @@ class KindCluster:
             self._export_kubeconfig()
         else:
             choice = resolve_node_image(self.node_image)
+            profiles.check_node_image(self.profile, choice.image)
             self.node_image = choice.image
             config = self.kubeconfig.parent / "kind-config.yaml"
             config.write_text(yaml.safe_dump(self.kind_config()))
+            self.started_creation = True
             # Written before kind makes a container: a creation interrupted before kind wrote the
             # nodes' labels leaves containers that are still known to be ours (judge_ownership).
             tools.write_text_atomic(
@@ -173,9 +225,6 @@ class KindCluster:
             )
             creation_record(self.name).unlink(missing_ok=True)  # every node carries the label now
             registry.on_cluster_created(self)  # wires in the harness's registry when one runs
-        os.chmod(self.kubeconfig, 0o600)
-        self.wait_ready(timeout=wait)
-        return self
 
     def kind_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -183,7 +232,10 @@ class KindCluster:
             "apiVersion": "kind.x-k8s.io/v1alpha4",
             "containerdConfigPatches": [registry.CONTAINERD_CONFIG_PATCH],  # hosts.toml per registry
         }
-        labels = {MANAGED_LABEL: "true", CONFIG_LABEL: config_fingerprint(config)}
+        patches = self.profile.kubeadm_config_patches()
+        if patches:  # faithful adds nothing: its fingerprint stays that of clusters made before profiles
+            config["kubeadmConfigPatches"] = patches
+        labels = {MANAGED_LABEL: "true", CONFIG_LABEL: config_fingerprint(config), PROFILE_LABEL: self.profile.value}
         config["nodes"] = [{"role": "control-plane", "labels": labels}] + [
             {"role": "worker", "labels": labels} for _ in range(self.workers)
         ]
@@ -200,11 +252,28 @@ class KindCluster:
                 return False
         return bool(nodes)
 
+    def existing_profile(self) -> Profile | None:
+        """The profile the existing cluster's nodes were made with (label PROFILE_LABEL; absent: faithful).
+
+        None when there is no node, or the nodes disagree.
+        """
+        nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
+        kube_nodes = [n for n in nodes if n.labels.get(KIND_ROLE_LABEL) != "external-load-balancer"]
+        labels = []
+        for node in kube_nodes:
+            text = engine.read_file(node.id, KUBEADM_CONFIG)
+            labels.append(kubeadm_node_labels(text.decode(errors="replace") if text else ""))
+        return profiles.profile_of_nodes(labels)
+
     def delete(self) -> None:
         """Delete the cluster and the files the harness made for it (nothing else).
 
         Refuses (NotManaged) a cluster of that name that the harness did not make.
         """
+        with creation_lock(self.name):
+            self._delete()
+
+    def _delete(self) -> None:
         if self.exists():
             require_managed(self.name, "delete")
             self._kind_delete()
@@ -558,6 +627,16 @@ class OwnershipCheck:
     containers: tuple[engine.Container, ...] = ()
 
 
+def profile_mismatch(name: str, existing: Profile, wanted: Profile) -> ProfileMismatch:
+    """The refusal to reuse cluster name, made with profile existing, for profile wanted."""
+    return ProfileMismatch(
+        f"cluster {name!r} was made with profile {existing.value}, not the requested {wanted.value}: "
+        "it is not reused with other kubelet settings",
+        f"pass --profile {existing.value} to use it, or delete it ('python -m harness cluster delete --name {name}') "
+        f"to have it made with {wanted.value}",
+    )
+
+
 def config_fingerprint(config: dict[str, Any]) -> str:
     """A short content hash of a kind configuration (without its nodes' labels, which carry it)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
@@ -677,14 +756,17 @@ __all__ = [
     "NodeImageChoice",
     "Ownership",
     "OwnershipCheck",
+    "ProfileMismatch",
     "ToolError",
     "check_ownership",
+    "creation_lock",
     "default_name",
     "delete_cluster",
     "ensure_harness_context",
     "judge_ownership",
     "kubeadm_node_labels",
     "kubeconfig_path",
+    "profile_mismatch",
     "require_managed",
     "resolve_node_image",
 ]

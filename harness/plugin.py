@@ -14,13 +14,24 @@ When active:
   ``harness_cluster`` (its KindCluster), ``harness_namespace`` (fresh per test), ``image_builder``,
   ``deploy`` and ``expect_outcome``; a frozen node ends a test with ClusterGone, an image that
   runs emulated is never Healthy, evidence of a failed test is bounded;
-- with ``--require-e2e`` (default when CI=true) a skipped e2e test fails the run.
+- with ``--require-e2e`` (default when CI=true) a skipped e2e test fails the run;
+- ``--harness-profile`` (default ``fast``): the kubelet settings of the suite's cluster
+  (harness.profiles); each scenario item records the profile and the kubelets' effective
+  maximum restart period as JUnit properties;
+- under pytest-xdist every worker shares the one cluster (the same name; creation serialised by
+  a lock, a namespace per test). Workers never delete it; the controller (the process that runs
+  no tests) deletes it at the end when this run created it and --harness-keep-cluster is not given.
+  A test that disturbs the cluster or the host for everyone (marker ``exclusive_cluster``, e.g.
+  one that pauses the node, or ``emulation``: a kernel-wide binfmt handler) runs alone: e2e tests
+  hold a shared lock on the cluster while they run, such a test an exclusive one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +39,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import report, tools, workload
+from harness import profiles, report, tools, workload
 from harness.cluster import KindCluster, default_name
 from harness.errors import HarnessError
 from harness.outcomes import Outcome, Verdict
@@ -43,6 +54,8 @@ EXPECT_EMULATION_ENV = "HARNESS_EXPECT_EMULATION"
 _ACTIVE = pytest.StashKey[bool]()
 _PROJECT = pytest.StashKey[Project]()
 _SESSION = pytest.StashKey["_SharedSession"]()
+_CONTROLLER_CLUSTER = pytest.StashKey[KindCluster | None]()  # xdist controller: a cluster this run may delete
+SUITE_PROFILE = profiles.Profile.FAST
 
 
 def _require_e2e_default() -> bool:
@@ -69,6 +82,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--harness-node-image", default=None, help="force a node image (default: kindest/node, else registry-free)"
     )
     group.addoption("--harness-kind-bin", default=None, help="the kind binary to use")
+    group.addoption(
+        "--harness-profile",
+        default=SUITE_PROFILE.value,
+        choices=profiles.names(),
+        help=f"cluster profile: kubelet settings of the cluster (default {SUITE_PROFILE.value}; see harness.profiles)",
+    )
     group.addoption("--harness-artifacts-dir", default="artifacts", help="where evidence of failed tests is saved")
     group.addoption("--harness-report-dir", default="reports", help="where the reports of scenario items are written")
     group.addoption("--harness-keep-namespace-on-failure", action="store_true", help="keep a failed test's namespace")
@@ -123,11 +142,88 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs a real kind cluster and a Docker engine")
     config.addinivalue_line("markers", "scenario: runs a scenario file end to end")
     config.addinivalue_line("markers", "emulation: registers a QEMU binfmt_misc handler on the host (kernel-wide)")
+    config.addinivalue_line(
+        "markers",
+        "exclusive_cluster: disturbs the shared cluster for every test (pauses its node...): under xdist it runs alone",
+    )
     config.stash[_ACTIVE] = is_active(config)
 
 
 def _active(config: pytest.Config) -> bool:
     return config.stash.get(_ACTIVE, False)
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist worker (it runs tests; the controller hands them out)."""
+    return hasattr(config, "workerinput")
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """This process hands tests to pytest-xdist workers and runs none itself."""
+    return not is_xdist_worker(config) and getattr(config.option, "dist", "no") != "no"
+
+
+def _profile(config: pytest.Config) -> profiles.Profile:
+    return profiles.Profile.parse(config.getoption("--harness-profile") or SUITE_PROFILE.value)
+
+
+def _cluster_name(config: pytest.Config) -> str:
+    """The suite's cluster: --harness-cluster, else HARNESS_CLUSTER, else the profile's default (every worker alike)."""
+    return str(config.getoption("--harness-cluster") or default_name(_profile(config)))
+
+
+EXCLUSIVE_MARKERS = ("exclusive_cluster", "emulation")
+
+
+@contextmanager
+def cluster_use_lock(name: str, *, exclusive: bool) -> Iterator[None]:
+    """Held while a test uses the shared cluster: shared by ordinary tests, exclusive by one that disturbs it."""
+    path = tools.cache_dir() / "locks" / f"cluster-{name}.use"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, None]:
+    """xdist worker: an e2e test runs while holding the cluster's use lock (setup, call and teardown)."""
+    config = item.config
+    if not (_active(config) and is_xdist_worker(config) and item.get_closest_marker("e2e")):
+        yield
+        return
+    exclusive = any(item.get_closest_marker(m) for m in EXCLUSIVE_MARKERS)
+    with cluster_use_lock(_cluster_name(config), exclusive=exclusive):
+        yield
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """xdist controller: note whether the workers' cluster exists, so that only a cluster this run made is deleted."""
+    config = session.config
+    if not _active(config) or not is_xdist_controller(config) or config.getoption("--harness-keep-cluster"):
+        return
+    try:
+        cluster = KindCluster(name=_cluster_name(config), kind_bin=config.getoption("--harness-kind-bin"))
+        config.stash[_CONTROLLER_CLUSTER] = None if cluster.exists() else cluster
+    except HarnessError:
+        config.stash[_CONTROLLER_CLUSTER] = None  # no engine or kind here: the workers skip their e2e tests
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """xdist controller: the workers have ended; delete the cluster they made (unless kept)."""
+    cluster = session.config.stash.get(_CONTROLLER_CLUSTER, None)
+    if cluster is None:
+        return
+    try:
+        if cluster.exists():
+            cluster.delete()
+    except HarnessError as exc:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"incident-harness: deleting cluster {cluster.name} failed: {exc.cause}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +279,14 @@ class _SharedSession:
                 raise self.failed  # the cluster could not be made once: not again for every test
             try:
                 self.session = Session.open(
-                    name=opt("--harness-cluster") or default_name(),
+                    name=_cluster_name(self.config),
                     node_image=opt("--harness-node-image"),
                     kind_bin=opt("--harness-kind-bin"),
-                    keep_cluster=bool(opt("--harness-keep-cluster")),
+                    # A worker never deletes the cluster the others share: the controller may, at the end.
+                    keep_cluster=bool(opt("--harness-keep-cluster")) or is_xdist_worker(self.config),
                     say=_say(self.config),
                     registry_address=opt("--harness-registry"),
+                    profile=_profile(self.config),
                 )
             except HarnessError as exc:
                 self.failed = exc
@@ -408,6 +506,11 @@ class ScenarioItem(pytest.Item):
             ),
         )
         self.harness_result = result
+        # What the report read from the cluster (its nodes' label, the kubelets' configz), not the option asked.
+        self.user_properties.append(("harness_profile", result.report.profile.get(profiles.PROFILE_FACT, "")))
+        self.user_properties.append(
+            ("kubelet_max_container_restart_period", result.report.profile.get(profiles.PERIOD_FACT, ""))
+        )
         status = result.exit_status
         paths = "\n".join(f"report: {p}" for p in result.report_paths)
         self.user_properties.append(("exit_status", int(status)))
@@ -464,12 +567,16 @@ def check_says_masked(run: report.RunReport) -> None:
 
 
 __all__ = [
+    "EXCLUSIVE_MARKERS",
     "EXPECT_EMULATION_ENV",
     "ScenarioFile",
     "ScenarioItem",
     "check_says_masked",
+    "cluster_use_lock",
     "expects_emulation",
     "is_active",
     "is_scenario_file",
+    "is_xdist_controller",
+    "is_xdist_worker",
     "shared_session",
 ]

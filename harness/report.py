@@ -97,6 +97,9 @@ class RunReport:
     facts: Mapping[str, str] = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
     predictions: tuple[PredictionReport, ...] = ()
+    # The cluster's profile and its kubelets' effective settings, read from configz
+    # (harness.session.Session.profile_facts: "cluster profile", "kubelet ..."); empty: no cluster reached.
+    profile: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def disagreements(self) -> tuple[str, ...]:
@@ -167,6 +170,8 @@ def live_printer(stream: TextIO) -> Callable[[Evidence], None]:
 def render_terminal(run: RunReport) -> str:
     """The end-of-run summary for the terminal (the timeline was printed live)."""
     lines = [f"{run.scenario}: {run.headline()}"]
+    if run.profile:
+        lines.append("  " + "; ".join(f"{k}: {v}" for k, v in run.profile.items()))
     if run.emulation:
         lines.append(f"  emulation: {run.emulation}")
     for step in run.steps:
@@ -318,6 +323,7 @@ def render_markdown(run: RunReport) -> str:
         ("Finished", f"{_when(run.finished)} ({run.seconds:.1f} s)"),
         ("Host platform", run.host_platform or "unknown"),
         ("Node platform", run.node_platform or "unknown"),
+        *run.profile.items(),
         *sorted(run.facts.items()),
     ]
     if run.symptoms_total:
@@ -434,6 +440,7 @@ def run_to_dict(run: RunReport) -> dict[str, Any]:
         "symptoms": {"reproduced": run.symptoms_reproduced, "total": run.symptoms_total},
         "fix_verified": run.fix_verified,
         "error": run.error,
+        "profile": dict(run.profile),
         "facts": dict(sorted(run.facts.items())),
         "steps": [
             {"name": s.name, "seconds": s.seconds, "status": s.status.value, "detail": s.detail} for s in run.steps

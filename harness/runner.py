@@ -95,6 +95,7 @@ class RunOptions:
     node_image: str | None = None
     kind_bin: str | None = None
     keep_cluster: bool = True
+    profile: str = "faithful"  # harness.profiles.Profile's name, for a session the run opens
     keep_namespace: bool = False
     report_dir: Path | None = Path("reports")
     artifacts_dir: Path = Path("artifacts")
@@ -157,6 +158,7 @@ class _Run:
         self.masked = False
         self.emulation_note: str | None = None
         self.artifacts: list[str] = []
+        self.profile: dict[str, str] = {}  # Session.profile_facts()
         self.containers: list[inspect.ManifestContainer] = []  # of the applied workload
         self.predictions: list[PredictionReport] = []  # every prediction made, for the report
         self.current_predictions: list[PredictionReport] = []  # for the pods the next watch judges
@@ -194,6 +196,7 @@ class _Run:
                         keep_cluster=self.o.keep_cluster,
                         say=self.o.say,
                         registry_address=self.o.registry,
+                        profile=self.o.profile,
                     )
                 self.owns_session = True
             session = self.session
@@ -208,6 +211,8 @@ class _Run:
                     "kubeconfig": str(cluster.kubeconfig),
                 }
             )
+            # The cluster's profile and what its kubelets run with, read from their configz.
+            self.profile = session.profile_facts()
 
     @property
     def sess(self) -> Session:
@@ -611,6 +616,7 @@ class _Run:
             facts=dict(self.facts),
             artifacts=tuple(self.artifacts),
             predictions=tuple(self.predictions),
+            profile=dict(self.profile),
         )
 
 

@@ -44,11 +44,12 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from harness import capacity, images, outcomes, platforms, signals, tools, workload
+from harness import capacity, images, outcomes, platforms, profiles, signals, tools, workload
 from harness.cluster import BoundedApiClient, KindCluster, default_name
 from harness.errors import BadInput, ClusterGone, HarnessError, ManifestRejected
 from harness.outcomes import Evidence, Outcome, Verdict
 from harness.platforms import EmulationState, Platform
+from harness.profiles import KubeletSettings, Profile
 from harness.registry import Registry
 
 T = TypeVar("T")
@@ -157,6 +158,8 @@ class Session:
         self._registry: Registry | None = None
         self._registry_lock = threading.Lock()
         self._image_ids: dict[str, set[str]] = {}  # pushed digest -> the image IDs of its manifests
+        self._profile: Profile | None = None
+        self._kubelet: KubeletSettings | None = None
 
     # -- opening and closing -------------------------------------------------------------------
 
@@ -171,14 +174,23 @@ class Session:
         keep_cluster: bool = True,
         say: Callable[[str], None] = _quiet,
         registry_address: str | None = None,
+        profile: Profile | str = Profile.FAITHFUL,
     ) -> Session:
-        """Create the cluster, or reuse one of that name; unless keep_cluster, close() deletes a cluster it created."""
-        cluster = KindCluster(name=name or default_name(), node_image=node_image, kind_bin=kind_bin, workers=workers)
+        """Create the cluster, or reuse one of that name; unless keep_cluster, close() deletes a cluster it created.
+
+        profile: the kubelet settings the cluster is made with (harness.profiles); the default name
+        is the profile's; an existing cluster of another profile is refused (ProfileMismatch).
+        """
+        wanted = Profile.parse(profile)
+        cluster = KindCluster(
+            name=name or default_name(wanted), node_image=node_image, kind_bin=kind_bin, workers=workers, profile=wanted
+        )
         existed = cluster.exists()
         try:
             cluster.create()
         except KeyboardInterrupt:
-            if not existed:
+            # Only a creation this process started: another (an xdist worker) may be making it meanwhile.
+            if not existed and cluster.started_creation:
                 say(f"    interrupted: deleting the half-made cluster {cluster.name}")
                 _bounded(partial(_delete_half_made, cluster), HALF_MADE_SECONDS, f"delete cluster {cluster.name}")
             raise
@@ -189,13 +201,26 @@ class Session:
         return session
 
     def start(self) -> Session:
-        """Check the guard and read the nodes' platform and the host's emulation state."""
+        """Check the guard; read the nodes' platform and profile, the kubelets' settings, the host's emulation.
+
+        ProfileNotApplied when the kubelets do not run with what the nodes' profile sets.
+        """
         with self.answering("checking the cluster"):
             self.cluster.guard()
             nodes = self.core.list_node().items
         if not nodes:
             raise cluster_gone(self.cluster.name, "has no nodes")
         self._node_platform = platforms.node_platform(self.api.sanitize_for_serialization(nodes[0]))
+        found = profiles.profile_of_node_objects(nodes)
+        if found is None:
+            raise HarnessError(
+                f"cluster {self.cluster.name!r}: its nodes carry different {profiles.PROFILE_LABEL} labels",
+                f"delete it ('python -m harness cluster delete --name {self.cluster.name}') and create it again",
+            )
+        self._profile = found
+        with self.answering("reading the kubelets' configz"):
+            self._kubelet = profiles.read_kubelet_settings(self.core)
+        profiles.check_applied(found, self._kubelet, self.cluster.name)
         self._emulation = platforms.read_binfmt()
         return self
 
@@ -289,6 +314,26 @@ class Session:
     @property
     def foreign(self) -> Platform:
         return platforms.foreign_of(self.node_platform)
+
+    @property
+    def profile(self) -> Profile:
+        """The profile the cluster's nodes were made with (their label; none: faithful)."""
+        if self._profile is None:
+            self.start()
+        assert self._profile is not None
+        return self._profile
+
+    @property
+    def kubelet(self) -> KubeletSettings:
+        """What every node's kubelet runs with, read from its configz when the session started."""
+        if self._kubelet is None:
+            self.start()
+        assert self._kubelet is not None
+        return self._kubelet
+
+    def profile_facts(self) -> dict[str, str]:
+        """For a report: the cluster's profile and the kubelets' effective settings (read, not assumed)."""
+        return {profiles.PROFILE_FACT: self.profile.value, **self.kubelet.facts()}
 
     @property
     def emulation(self) -> EmulationState:

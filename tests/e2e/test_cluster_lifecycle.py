@@ -73,7 +73,7 @@ def test_create_reuses_the_existing_cluster_quickly(harness_cluster: KindCluster
     before = _digest(user_kubeconfig)
 
     started = time.monotonic()
-    again = KindCluster(name=harness_cluster.name).create()
+    again = KindCluster(name=harness_cluster.name, profile=harness_cluster.profile).create()
     took = time.monotonic() - started
 
     assert again.reused, "an existing, healthy cluster must be reused, not recreated"

@@ -33,7 +33,7 @@ from harness.runner import ExitStatus, RunOptions, run_scenario
 from harness.scenario import load
 from harness.session import CLUSTER_GONE_AFTER, REQUEST_TIMEOUT, Session, api_problem
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive_cluster]  # under xdist: alone on the shared cluster
 pytest_plugins = ["pytester"]
 
 CACHE = tools.cache_dir()  # the real cache: pytester points HOME elsewhere

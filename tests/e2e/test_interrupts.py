@@ -58,6 +58,8 @@ def _interrupted_run(
             str(SEED),
             "--cluster-name",
             harness_cluster.name,
+            "--profile",
+            harness_cluster.profile.value,
             "--report-dir",
             str(tmp_path / "reports"),
             "--artifacts-dir",

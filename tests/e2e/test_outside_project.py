@@ -203,7 +203,13 @@ def outside(
     # tools.run adds these to this process's environment: emptied, they hide this repository's sources
     # (PYTHONPATH) and this session's pytest settings from the project's runs.
     env = {name: "" for name in ("PYTHONPATH", "VIRTUAL_ENV", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env.update({"HARNESS_CLUSTER": harness_cluster.name, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    env.update(
+        {
+            "HARNESS_CLUSTER": harness_cluster.name,
+            "HARNESS_TEST_PROFILE": harness_cluster.profile.value,
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        }
+    )
     yield Outside(python, project, env)
 
 
@@ -227,7 +233,16 @@ def test_list_shows_the_projects_scenarios(outside: Outside) -> None:
 
 
 def test_reproduce_runs_the_projects_scenario(outside: Outside) -> None:
-    result = outside.run("-m", "harness", "reproduce", SCENARIO, "--cluster-name", outside.env["HARNESS_CLUSTER"])
+    result = outside.run(
+        "-m",
+        "harness",
+        "reproduce",
+        SCENARIO,
+        "--cluster-name",
+        outside.env["HARNESS_CLUSTER"],
+        "--profile",
+        outside.env["HARNESS_TEST_PROFILE"],
+    )
     if result.returncode == 4:  # ExitStatus.MASKED_BY_EMULATION: the host runs the foreign busybox
         pytest.skip(f"masked by emulation on this host:\n{result.stdout[-2000:]}")
     assert result.returncode == 0, _said(result)
@@ -247,6 +262,8 @@ def test_pytest_collects_the_scenario_file_and_passes_it(outside: Outside) -> No
         "--harness-keep-cluster",
         "--harness-cluster",
         outside.env["HARNESS_CLUSTER"],
+        "--harness-profile",
+        outside.env["HARNESS_TEST_PROFILE"],
     )
     if result.returncode == 0 and "skipped" in result.stdout and "masked" in result.stdout:
         pytest.skip("masked by emulation on this host")

@@ -242,6 +242,8 @@ def test_round_trip(
             f"scenarios/{drafted_path.name}",
             "--cluster-name",
             harness_cluster.name,
+            "--profile",
+            harness_cluster.profile.value,
             "--report-dir",
             str(reports),
             "--artifacts-dir",

@@ -252,3 +252,21 @@ def test_the_verdicts_separate_evidence_is_reported_where_the_verdict_has_it() -
     assert "- Terminated reasons seen: Error" in markdown and "- Probe failures seen: liveness" in markdown
     assert "kubelet prober metrics" in markdown and "`orders-api:v1` (sha256:abc)" in markdown
     assert "another CPU architecture" not in markdown, "the report does not infer a cause from the log alone"
+
+
+def test_every_report_records_the_profile_and_the_kubelets_settings_read_back() -> None:
+    profile = {
+        "cluster profile": "fast",
+        "kubelet maxContainerRestartPeriod": "1s",
+        "kubelet KubeletCrashLoopBackOffMax": "on",
+        "kubelet version": "v1.34.4",
+        "kubelet settings read from": "configz of 1 node",
+    }
+    run = run_report(profile=profile)
+    markdown = render_markdown(run)
+    assert "| cluster profile | fast |" in markdown
+    assert "| kubelet maxContainerRestartPeriod | 1s |" in markdown
+    data = json.loads(render_json(run))
+    assert data["profile"] == profile
+    assert "cluster profile: fast; kubelet maxContainerRestartPeriod: 1s" in render_terminal(run)
+    assert json.loads(render_json(run_report()))["profile"] == {}  # no cluster reached: nothing claimed

@@ -125,6 +125,9 @@ class FakeSession:
     def platform(self, word: str) -> Platform:
         return resolve_platform_word(word, self.node_platform)
 
+    def profile_facts(self) -> dict[str, str]:
+        return {"cluster profile": "fast", "kubelet maxContainerRestartPeriod": "1s"}
+
     def build_image(self, context: Path, platform: Platform, *, repository: str, **kwargs: Any) -> images.BuiltImage:
         self.calls.append(f"build {repository} {platform}")
         ref = f"{repository}:{platform.architecture}"
