@@ -97,7 +97,17 @@ def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return None
 
 
+RESTART_LOOP = 3  # restarts after failures that make a crash loop, whether or not the API showed the back-off
+
+
 def _container_outcome(c: ContainerState) -> Outcome | None:
+    if c.state != "waiting" or c.reason != CRASH_LOOP_REASON:
+        # The kubelet restarts a failed container after a back-off; with a short maximum back-off
+        # (KubeletConfiguration crashLoopBackOff.maxContainerRestartPeriod) the restart may come
+        # before any watch sees the Waiting reason. Failing again and again is the crash loop.
+        failed_last = c.last_exit_code not in (0, None) or c.last_reason not in ("", "Completed")
+        if c.restarts >= RESTART_LOOP and failed_last and c.state != "terminated":
+            return Outcome.INIT_CRASH_LOOP if c.init else Outcome.CRASH_LOOP
     if c.state != "waiting":
         return None
     if c.reason == CRASH_LOOP_REASON:
