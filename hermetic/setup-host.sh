@@ -165,11 +165,28 @@ setup_buildx() {
   say "buildx $BUILDX_VERSION: $target"
 }
 
+# Each kind node runs a kubelet, containerd and systemd that each take inotify instances; with the
+# kernel's default of 128 per user a few clusters side by side (the e2e tests make their own)
+# exhaust it and a new node's kubelet fails with "inotify_init: too many open files" (kind's
+# known-issues page). Raise the limits (never lower them), as root only.
+setup_inotify() {
+  is_root || { say "inotify: not root, leaving fs.inotify limits as they are"; return 0; }
+  local key want have
+  for pair in max_user_instances=512 max_user_watches=524288; do
+    key=${pair%=*}; want=${pair#*=}
+    have=$(cat "/proc/sys/fs/inotify/$key" 2>/dev/null || echo 0)
+    if [ "$have" -lt "$want" ]; then
+      echo "$want" > "/proc/sys/fs/inotify/$key" && say "inotify: fs.inotify.$key $have -> $want"
+    fi
+  done
+}
+
 case "${1:-all}" in
   engine) setup_engine ;;
   kind) setup_kind ;;
   buildx) setup_buildx ;;
   packages) setup_packages ;;
-  all) setup_packages; setup_engine; setup_kind; setup_buildx ;;
+  inotify) setup_inotify ;;
+  all) setup_packages; setup_inotify; setup_engine; setup_kind; setup_buildx ;;
   *) die "unknown part '$1'" "use one of: all packages engine kind buildx" ;;
 esac
