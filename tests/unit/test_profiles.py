@@ -2,7 +2,7 @@
 
 configz documents are recorded from real v1.34.4 kubelets (tests/unit/data/configz/README.md);
 the node containers and their kubeadm configs are a stand-in for the engine (the real cases are
-in tests/e2e/test_profiles.py).
+in tests/e2e/test_profiles_e2e.py).
 """
 
 from __future__ import annotations
