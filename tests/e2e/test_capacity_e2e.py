@@ -58,6 +58,7 @@ def test_a_workload_bigger_than_the_nodes_is_refused_before_anything_is_made(
     assert harness_session.core.list_namespaced_pod(harness_namespace).items == []
 
 
+@pytest.mark.exclusive_cluster  # fills the node: under xdist, alone on the shared cluster
 def test_a_workload_that_fits_only_once_another_is_gone_waits_then_applies(
     harness_session: Session,
     httpd_deployment: Callable[..., list[dict[str, Any]]],
@@ -106,6 +107,7 @@ def test_a_workload_that_fits_only_once_another_is_gone_waits_then_applies(
         harness_session.delete_namespace(second_ns)
 
 
+@pytest.mark.exclusive_cluster  # fills the node: under xdist, alone on the shared cluster
 def test_concurrent_admissions_that_together_exceed_the_free_room_are_serialised(
     harness_session: Session, httpd_deployment: Callable[..., list[dict[str, Any]]]
 ) -> None:

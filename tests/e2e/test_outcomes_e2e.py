@@ -153,6 +153,7 @@ def test_expecting_healthy_on_foreign_image_fails_fast_with_the_reason(
     assert "no decision within" not in message, message
 
 
+@pytest.mark.exclusive_cluster  # fills the node's CPU: under xdist, alone on the shared cluster
 def test_rollout_on_a_full_node_waits_for_the_replaced_pod_to_free_its_cpu(
     harness_cluster: KindCluster,
     httpd_deployment: Callable[..., list[dict[str, Any]]],
