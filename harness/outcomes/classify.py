@@ -536,7 +536,12 @@ class HealthGate:
 
 METRICS_SOURCE: Final = "kubelet prober metrics"
 WINDOW_SOURCE: Final = "probe window from the pod spec"
-READY_ONLY_SOURCE: Final = "Ready condition (no liveness or startup probe)"
+READY_ONLY_WINDOW: Final = (
+    10.0  # seconds a container with no liveness/startup probe must run unrestarted (the kubelet's first back-off)
+)
+READY_ONLY_SOURCE: Final = (
+    f"Ready condition and {READY_ONLY_WINDOW:.0f} s running without a restart (no liveness or startup probe)"
+)
 
 
 def healthy_gate(
@@ -552,7 +557,8 @@ def healthy_gate(
     Liveness and startup probes need evidence per container: the kubelet's prober counters where
     its node's metrics could be read (metrics_nodes), else the probe window of the pod spec
     (initialDelaySeconds + periodSeconds x (failureThreshold - 1) + timeoutSeconds) since the
-    container started. Readiness needs none beyond the Ready condition.
+    container started. Readiness needs none beyond the Ready condition. A container with neither a
+    liveness nor a startup probe must have run READY_ONLY_WINDOW seconds without a restart.
     """
     live = [s for s in states if s.live]
     waiting: list[str] = []
@@ -598,6 +604,23 @@ def healthy_gate(
                 else:
                     started = c.started_at.strftime("%H:%M:%SZ")
                     by_window.append(f"{where}: {probe.describe_window()} since {started}, no restart")
+    for s in live:
+        for c in s.containers:
+            if c.init or any(p.kind != "readiness" for p in c.probes):
+                continue
+            # No liveness or startup probe: the Ready condition is set the moment the container
+            # starts, even one that exits a second later. Only time running without a restart
+            # is evidence then.
+            where = f"pod/{s.name} container {c.name}"
+            if c.started_at is None:
+                waiting.append(f"{where}: the container's start time is not known yet")
+                continue
+            left = READY_ONLY_WINDOW - (now - c.started_at).total_seconds()
+            if left > 0:
+                waiting.append(
+                    f"{where}: running {READY_ONLY_WINDOW:.0f} s without a restart not over ({left:.1f} s left)"
+                )
+                retry = left if retry is None else min(retry, left)
     if by_metrics and by_window:
         source = f"{METRICS_SOURCE} and {WINDOW_SOURCE}"
     elif by_metrics:

@@ -1590,3 +1590,22 @@ def test_a_startup_probe_kill_is_named_as_such() -> None:
     assert (cause.reason, cause.probe) == ("startup probe failed", "startup")
     assert cause.message.startswith("Startup probe failed:")
     assert "after its startup probe failed" in cause.explanation
+
+
+def test_a_container_with_no_liveness_probe_is_healthy_only_after_running_a_while_unrestarted() -> None:
+    """The Ready condition of a probe-less container is set when it starts, even if it exits a second later."""
+    from harness.outcomes.classify import READY_ONLY_WINDOW
+
+    def probe_less(started: datetime) -> dict[str, Any]:
+        pod = pod_of("web-1-a", None, started=started)
+        for c in pod["spec"]["containers"]:
+            c.pop("livenessProbe", None)
+            c.pop("startupProbe", None)
+        return pod
+
+    just = gate_of([probe_less(NOW - timedelta(seconds=1))], {})
+    assert not just.ok and just.retry_in is not None and just.retry_in <= READY_ONLY_WINDOW
+    assert any("without a restart not over" in w for w in just.waiting), just.waiting
+    later = gate_of([probe_less(NOW - timedelta(seconds=READY_ONLY_WINDOW + 1))], {})
+    assert later.ok, later.waiting
+    assert later.source.startswith("Ready condition and 10 s running without a restart")
