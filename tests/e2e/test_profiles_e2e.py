@@ -28,7 +28,11 @@ from harness.profiles import FEATURE_GATE, PROFILE_LABEL, Profile, duration_seco
 from harness.session import Session
 from hermetic.images.busybox_httpd import ensure_busybox_httpd
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.exclusive_cluster,
+]  # makes and deletes clusters of its own: alone under xdist
 
 PREFIX = os.environ.get("HARNESS_PROFILES_E2E_PREFIX", "profiles-e2e")
 ROOT = Path(__file__).resolve().parents[2]
