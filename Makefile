@@ -41,8 +41,8 @@ cluster: node-image-if-needed ## create (or reuse) the kind cluster CLUSTER and 
 test: setup node-image-if-needed ## the whole suite: unit tests, e2e tests and every scenario file on a real kind cluster (kept)
 	$(PY) -m pytest tests/unit tests/e2e scenarios --harness-keep-cluster --harness-strict-predictions -n $(JOBS) $(PYTEST_ARGS)
 
-test-unit: ## unit tests only (no cluster, no Docker engine)
-	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
+test-unit: ## unit tests only (no cluster, no Docker engine); two xdist workers: 35 s instead of 51 s on 2 cores
+	$(PY) -m pytest tests/unit -q -n 2 $(PYTEST_ARGS)
 
 test-e2e: setup node-image-if-needed ## e2e tests on a real kind cluster (created or reused, kept for reuse)
 	$(PY) -m pytest tests/e2e scenarios --harness-keep-cluster -n $(JOBS) $(PYTEST_ARGS)
