@@ -897,6 +897,33 @@ def describe_pushed(registry: Registry, repository: str, tag: str, *, seconds: f
     )
 
 
+def held_images(registry: Registry, pushed: PushedImage) -> tuple[dict[str, tuple[Platform, ...]], set[str]]:
+    """(every digest a pushed image holds -> its platform(s), the config digests among them).
+
+    The digests: the image (or index) itself, each member manifest, and each config digest, the
+    image ID a node that pulls it runs.
+    """
+    manifest = registry.get_manifest(pushed.repository, pushed.digest).json()
+    held: dict[str, tuple[Platform, ...]] = {pushed.digest: pushed.platforms}
+    if not pushed.is_index:
+        config = str((manifest.get("config") or {}).get("digest", ""))
+        held[config] = pushed.platforms
+        return held, {config}
+    configs: set[str] = set()
+    for entry in manifest.get("manifests", []):
+        described = entry.get("platform") or {}
+        if described.get("os") and described.get("architecture") not in (None, "unknown"):
+            platform = (
+                Platform(str(described["os"]), str(described["architecture"]), str(described.get("variant", ""))),
+            )
+            child = registry.get_manifest(pushed.repository, str(entry.get("digest"))).json()
+            config = str((child.get("config") or {}).get("digest", ""))
+            held[str(entry.get("digest"))] = platform
+            held[config] = platform
+            configs.add(config)
+    return held, configs
+
+
 def _config_of(registry: Registry, repository: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
     config = manifest.get("config") or {}
     digest = config.get("digest")

@@ -480,25 +480,8 @@ class Session:
         Returns the image IDs (config digests) of its manifests: what a node that pulls it runs.
         """
         self.note_image(pushed.ref, pushed.platforms)
-        self._platforms[pushed.digest] = pushed.platforms
-        registry = self.registry()
-        manifest = registry.get_manifest(pushed.repository, pushed.digest).json()
-        if not pushed.is_index:
-            config = str((manifest.get("config") or {}).get("digest", ""))
-            self._platforms[config] = pushed.platforms
-            return {config}
-        configs: set[str] = set()
-        for entry in manifest.get("manifests", []):
-            described = entry.get("platform") or {}
-            if described.get("os") and described.get("architecture") not in (None, "unknown"):
-                held = (
-                    Platform(str(described["os"]), str(described["architecture"]), str(described.get("variant", ""))),
-                )
-                child = registry.get_manifest(pushed.repository, str(entry.get("digest"))).json()
-                config = str((child.get("config") or {}).get("digest", ""))
-                self._platforms[str(entry.get("digest"))] = held
-                self._platforms[config] = held
-                configs.add(config)
+        held, configs = images.held_images(self.registry(), pushed)
+        self._platforms.update(held)
         return configs
 
     def digest_platforms(self, digest: str) -> tuple[Platform, ...]:
