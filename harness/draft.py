@@ -331,15 +331,15 @@ def _backoff_events(events: Sequence[Obj], pod: str, container: str) -> list[Obj
 
 
 def _between_restarts(pods: Sequence[PodState], events: Sequence[Obj]) -> tuple[PodState, ContainerState] | None:
-    """A container caught between two crashes: restarted, last exit non-zero, not ready, and the kubelet backed off."""
+    """A container caught between two crashes: it failed (now, or the run before), is not ready, and the kubelet
+    backed off restarting it. The snapshot may show it running again, or terminated before the back-off's
+    Waiting reason was written (a pod held in Pending by such an init container is an init crash loop)."""
     for p in pods:
         for c in p.containers:
-            if (
-                c.restarts >= 1
-                and c.last_exit_code not in (None, 0)
-                and not c.ready
-                and _backoff_events(events, p.name, c.name)
-            ):
+            failed_now = c.state == "terminated" and (c.exit_code not in (None, 0) or c.reason not in ("", "Completed"))
+            done = c.state == "terminated" and not failed_now  # it has since succeeded
+            failed_before = c.restarts >= 1 and c.last_exit_code not in (None, 0) and not done
+            if (failed_now or failed_before) and not c.ready and _backoff_events(events, p.name, c.name):
                 return p, c
     return None
 
@@ -368,7 +368,7 @@ def decide(
         (p for p in pods if p.culprit is not None), pods[0]
     )
     c = culprit_pod.culprit
-    loop = _between_restarts(pods, b.events) if outcome in (None, Outcome.HEALTHY) else None
+    loop = _between_restarts(pods, b.events) if outcome in (None, Outcome.HEALTHY, Outcome.PENDING) else None
     if loop is not None:
         culprit_pod, c = loop
         outcome = Outcome.INIT_CRASH_LOOP if c.init else Outcome.CRASH_LOOP

@@ -245,6 +245,23 @@ def test_between_restarts_is_still_a_crash_loop(project: Path, tmp_path: Path) -
     assert "between restarts" in written.scenario.read_text()
 
 
+def test_init_container_caught_terminated_is_still_an_init_crash_loop(project: Path, tmp_path: Path) -> None:
+    """The pod is Pending and its init container shows Error before the back-off's Waiting reason: BackOff decides."""
+    copied = tmp_path / "init-between"
+    shutil.copytree(INIT, copied)
+    pods = json.loads((copied / bundle.PODS).read_text())
+    for pod in pods["items"]:
+        for cs in pod["status"]["initContainerStatuses"]:
+            cs["state"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2026-12-01T10:35:00Z"}}
+    (copied / bundle.PODS).write_text(json.dumps(pods))
+    written = _write(bundle.read(copied), project)
+    s = scenario.load(written.scenario, find_project(root=project))
+    assert s.expect.outcome is Outcome.INIT_CRASH_LOOP
+    symptoms = {(x.kind, x.value) for x in s.expect.symptoms}
+    assert ("terminatedReason", "Error") in symptoms and ("exitCode", 1) in symptoms
+    assert "between restarts" in written.scenario.read_text()
+
+
 def test_existing_files_are_never_overwritten(project: Path) -> None:
     b = bundle.read(SEED)
     _write(b, project)
