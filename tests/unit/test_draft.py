@@ -229,17 +229,21 @@ def test_a_bundle_missing_events_and_logs_still_drafts(project: Path, tmp_path: 
     assert "events.json: not in the bundle" in written.scenario.read_text()
 
 
+def _with_states(source: Path, into: Path, statuses: str, state: dict[str, Any], **fields: Any) -> bundle.Bundle:
+    """A copy of a recorded bundle whose pods' STATUSES (containerStatuses ...) all show STATE (and FIELDS)."""
+    shutil.copytree(source, into)
+    pods = json.loads((into / bundle.PODS).read_text())
+    for pod in pods["items"]:
+        for cs in pod["status"][statuses]:
+            cs.update(state=state, **fields)
+    (into / bundle.PODS).write_text(json.dumps(pods))
+    return bundle.read(into)
+
+
 def test_between_restarts_is_still_a_crash_loop(project: Path, tmp_path: Path) -> None:
     """A snapshot that caught the container running again after an exit: lastState and BackOff decide."""
-    copied = tmp_path / "between"
-    shutil.copytree(SEED, copied)
-    pods = json.loads((copied / bundle.PODS).read_text())
-    for pod in pods["items"]:
-        for cs in pod["status"]["containerStatuses"]:
-            cs["state"] = {"running": {"startedAt": "2026-12-01T10:00:00Z"}}
-            cs["ready"] = False
-    (copied / bundle.PODS).write_text(json.dumps(pods))
-    written = _write(bundle.read(copied), project)
+    running = {"running": {"startedAt": "2026-12-01T10:00:00Z"}}
+    written = _write(_with_states(SEED, tmp_path / "between", "containerStatuses", running, ready=False), project)
     s = scenario.load(written.scenario, find_project(root=project))
     assert s.expect.outcome is Outcome.CRASH_LOOP
     assert "between restarts" in written.scenario.read_text()
@@ -247,14 +251,8 @@ def test_between_restarts_is_still_a_crash_loop(project: Path, tmp_path: Path) -
 
 def test_init_container_caught_terminated_is_still_an_init_crash_loop(project: Path, tmp_path: Path) -> None:
     """The pod is Pending and its init container shows Error before the back-off's Waiting reason: BackOff decides."""
-    copied = tmp_path / "init-between"
-    shutil.copytree(INIT, copied)
-    pods = json.loads((copied / bundle.PODS).read_text())
-    for pod in pods["items"]:
-        for cs in pod["status"]["initContainerStatuses"]:
-            cs["state"] = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2026-12-01T10:35:00Z"}}
-    (copied / bundle.PODS).write_text(json.dumps(pods))
-    written = _write(bundle.read(copied), project)
+    failed = {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2026-12-01T10:35:00Z"}}
+    written = _write(_with_states(INIT, tmp_path / "init-between", "initContainerStatuses", failed), project)
     s = scenario.load(written.scenario, find_project(root=project))
     assert s.expect.outcome is Outcome.INIT_CRASH_LOOP
     symptoms = {(x.kind, x.value) for x in s.expect.symptoms}
