@@ -465,8 +465,8 @@ class _Run:
         if all(c.pull_policy == "Always" for c in users) or self.s.workload.delivery != "registry":
             return None, ""
         delivered = self.delivered.get(name, set())
-        for node in self.sess.cluster.nodes():
-            held = self.sess.cluster.image_ids_on_node(node).get(ref)
+        for node, ids in self.sess.images_on_nodes().items():
+            held = ids.get(ref)
             if held and held not in delivered and held in self.facts_by_id:
                 policy = next(c.pull_policy for c in users if c.pull_policy != "Always")
                 note = (

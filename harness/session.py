@@ -360,13 +360,22 @@ class Session:
                 found[ref] = tuple(str(p) for p in held)
         return _NodeResolved(found, self._platforms_on_nodes)
 
+    def images_on_nodes(self, nodes: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+        """node -> (every reference containerd there knows -> its image ID), for nodes (default: all).
+
+        A node that cannot tell (gone, paused) maps to {}: what it holds is evidence, never a failure.
+        """
+        found: dict[str, dict[str, str]] = {}
+        for node in self.cluster.nodes() if nodes is None else nodes:
+            try:
+                found[node] = self.cluster.image_ids_on_node(node)
+            except HarnessError:
+                found[node] = {}
+        return found
+
     def _platforms_on_nodes(self, digest: str) -> tuple[str, ...]:
         """The platform(s) of the image a node holds under a repo digest, if the harness knows its image ID."""
-        for node in self.cluster.nodes():
-            try:
-                ids = self.cluster.image_ids_on_node(node)
-            except HarnessError:
-                continue
+        for ids in self.images_on_nodes().values():
             for ref, config in ids.items():
                 if ref.endswith(f"@{digest}") and self._platforms.get(config):
                     return tuple(str(p) for p in self._platforms[config])
@@ -490,17 +499,10 @@ class Session:
 
     def images_that_ran(self, ran: Sequence[outcomes.ImageRun]) -> tuple[outcomes.ImageRun, ...]:
         """Each container that ran, with the image ID its node knows it by and that image's platform."""
-        known: dict[str, dict[str, str]] = {}
+        known = self.images_on_nodes(sorted({r.node for r in ran if r.image_id and r.node and not r.config}))
         out = []
         for r in ran:
-            config = r.config
-            if r.image_id and r.node and not config:
-                if r.node not in known:
-                    try:
-                        known[r.node] = self.cluster.image_ids_on_node(r.node)
-                    except HarnessError:
-                        known[r.node] = {}  # the node cannot tell (gone?): the imageID stays the evidence
-                config = known[r.node].get(r.image_id.removeprefix("docker-pullable://"), "")
+            config = r.config or known.get(r.node, {}).get(r.image_id.removeprefix("docker-pullable://"), "")
             held = self.digest_platforms(config) or self.digest_platforms(r.image_id)
             out.append(replace(r, config=config, platform=", ".join(str(p) for p in held) or r.platform))
         return tuple(out)
