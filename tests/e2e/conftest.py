@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -39,20 +39,34 @@ def httpd_images(harness_session: Session, node_arch: Platform, foreign: Platfor
 
 @pytest.fixture(scope="session")
 def httpd_deployment() -> HttpdDeployment:
-    """httpd_deployment(name, **pod_spec): a one-replica Deployment of the busybox httpd with fast probes."""
+    """httpd_deployment(name, probes=None, **pod_spec): a one-replica Deployment of the busybox httpd with fast
+    probes. probes={"readinessProbe": {"path": "/missing", "failureThreshold": 9}} replaces the container's probe
+    with an httpGet one (path /healthz, port 8080, periodSeconds 2, failureThreshold 3 unless given); None removes it."""
     return _httpd_deployment
 
 
-def _httpd_deployment(name: str, **pod_spec: Any) -> list[dict[str, Any]]:
+def _http_probe(path: str = "/healthz", port: int = 8080, **fields: Any) -> dict[str, Any]:
+    """An httpGet probe of the httpd: path and port, then the probe's fields (periodSeconds 2, failureThreshold 3)."""
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": 2, "failureThreshold": 3, **fields}
+
+
+def _httpd_deployment(
+    name: str, probes: Mapping[str, dict[str, Any] | None] | None = None, **pod_spec: Any
+) -> list[dict[str, Any]]:
     """A one-replica Deployment of the busybox httpd (port 8080, /healthz) with fast probes."""
-    probe = {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 2, "failureThreshold": 3}
-    container = {
+    probe = _http_probe()
+    container: dict[str, Any] = {
         "name": "httpd",
         "image": "set-by-test",
         "ports": [{"containerPort": 8080}],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "initialDelaySeconds": 2},
     }
+    for kind, replaced in (probes or {}).items():
+        if replaced is None:
+            container.pop(kind, None)
+        else:
+            container[kind] = _http_probe(**replaced)
     return [
         {
             "apiVersion": "apps/v1",

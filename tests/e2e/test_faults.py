@@ -123,13 +123,7 @@ def test_plugin_watch_of_a_frozen_node_raises_cluster_gone_not_timeout(
     The pod runs but is never Ready (its readiness probe asks for a page that does not exist,
     with a threshold it never reaches), so the watch is still waiting when the node freezes.
     """
-    docs = httpd_deployment("frozen")
-    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
-    container["readinessProbe"] = {
-        "httpGet": {"path": "/nope", "port": 8080},
-        "periodSeconds": 2,
-        "failureThreshold": 1000,
-    }
+    docs = httpd_deployment("frozen", probes={"readinessProbe": {"path": "/nope", "failureThreshold": 1000}})
     applied = deploy(docs, image=httpd_images["native"])
     freeze = threading.Timer(8.0, paused_node)
     freeze.start()

@@ -59,14 +59,7 @@ def test_liveness_probe_on_a_dead_port_is_never_healthy_but_a_crash_loop(
     harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
 ) -> None:
     """Readiness passes on 8080, liveness asks 9999 where nothing listens: the kubelet kills the container."""
-    docs = httpd_deployment("dead-liveness")
-    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
-    container["livenessProbe"] = {
-        "httpGet": {"path": "/healthz", "port": 9999},
-        "initialDelaySeconds": 2,
-        "periodSeconds": 2,
-        "failureThreshold": 3,
-    }
+    docs = httpd_deployment("dead-liveness", probes={"livenessProbe": {"port": 9999, "initialDelaySeconds": 2}})
     applied = deploy(docs, image=httpd_images["native"])
     verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=90)
 
@@ -87,13 +80,7 @@ def test_liveness_probe_on_a_dead_port_is_never_healthy_but_a_crash_loop(
 def test_never_ready_pod_is_not_ready_well_before_the_timeout(
     harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
 ) -> None:
-    docs = httpd_deployment("never-ready")
-    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
-    container["readinessProbe"] = {
-        "httpGet": {"path": "/missing", "port": 8080},
-        "periodSeconds": 2,
-        "failureThreshold": 3,
-    }
+    docs = httpd_deployment("never-ready", probes={"readinessProbe": {"path": "/missing"}})
     applied = deploy(docs, image=httpd_images["native"])
     verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=120)
 
@@ -334,13 +321,7 @@ def test_stop_ends_a_real_watch_within_a_second_and_leaves_no_thread(
 def test_startup_probe_past_its_threshold_is_a_crash_loop_named_after_the_startup_probe(
     harness_cluster: KindCluster, httpd_deployment: HttpdDeployment, httpd_images: dict[str, str], deploy: Deploy
 ) -> None:
-    docs = httpd_deployment("dead-startup")
-    container = docs[0]["spec"]["template"]["spec"]["containers"][0]
-    container["startupProbe"] = {
-        "httpGet": {"path": "/healthz", "port": 9999},
-        "periodSeconds": 1,
-        "failureThreshold": 3,
-    }
+    docs = httpd_deployment("dead-startup", probes={"startupProbe": {"port": 9999, "periodSeconds": 1}})
     applied = deploy(docs, image=httpd_images["native"])
     verdict = watch(harness_cluster, applied, Outcome.HEALTHY, timeout=90)
 
