@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -181,6 +181,15 @@ class KindCluster:
                 # Its node containers stopped (e.g. the engine restarted): kind cannot revive them.
                 require_managed(self.name, "delete (its nodes are stopped)")
                 self._kind_delete()
+            elif moved := self._moved_nodes():
+                # Its nodes came back at other addresses (the engine restarted): kubeadm cannot follow.
+                print(
+                    f"cluster {self.name}: its nodes' addresses changed since it was made ({'; '.join(moved)}); "
+                    "its control plane cannot start again, deleting it and creating it again",
+                    flush=True,
+                )
+                require_managed(self.name, "delete (its nodes' addresses changed)")
+                self._kind_delete()
             elif not self.made_with_this_config():
                 # Made by an older harness or with other settings: reusing it would test something else.
                 print(
@@ -293,6 +302,11 @@ class KindCluster:
         """Every node container of the cluster runs (a stopped kind node is not restarted)."""
         nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
         return bool(nodes) and all(n.state in ("running", "paused") for n in nodes)
+
+    def _moved_nodes(self) -> list[str]:
+        nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
+        kube_nodes = [n for n in nodes if n.labels.get(KIND_ROLE_LABEL) != "external-load-balancer"]
+        return moved_nodes(kube_nodes, {n.id: engine.read_file(n.id, KUBEADM_CONFIG) for n in kube_nodes})
 
     def _export_kubeconfig(self) -> None:
         tools.run(
@@ -642,33 +656,58 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def kubeadm_node_labels(text: str) -> dict[str, str]:
-    """The node labels in a kubeadm config (kind's /kind/kubeadm.conf): the kubelet's --node-labels.
+def _kubelet_extra_args(text: str, name: str) -> list[str]:
+    """The values of the kubelet's --NAME in a kubeadm config (kind's /kind/kubeadm.conf), per document.
 
-    kind puts a node's `labels` from the cluster config there, for kubeadm's Init- or
-    JoinConfiguration (kubeletExtraArgs is a map up to kubeadm v1beta3, a name/value list from v1beta4).
+    kind writes a node's settings for kubeadm's Init- or JoinConfiguration there; kubeletExtraArgs is a
+    map up to kubeadm v1beta3, a name/value list from v1beta4.
     """
-    labels: dict[str, str] = {}
     try:
         docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
     except yaml.YAMLError:
-        return labels
+        return []
+    values: list[str] = []
     for doc in docs:
         registration = doc.get("nodeRegistration")
         extra = registration.get("kubeletExtraArgs") if isinstance(registration, dict) else None
-        values: list[str] = []
-        if isinstance(extra, dict):
-            values = [str(extra.get("node-labels") or "")]
+        if isinstance(extra, dict) and extra.get(name):
+            values.append(str(extra[name]))
         elif isinstance(extra, list):
-            values = [
-                str(a.get("value") or "") for a in extra if isinstance(a, dict) and a.get("name") == "node-labels"
-            ]
-        for value in values:
-            for pair in value.split(","):
-                key, sep, val = pair.strip().partition("=")
-                if key and sep:
-                    labels[key] = val
+            values += [str(a.get("value") or "") for a in extra if isinstance(a, dict) and a.get("name") == name]
+    return values
+
+
+def kubeadm_node_labels(text: str) -> dict[str, str]:
+    """The node labels in a kubeadm config (kind's /kind/kubeadm.conf): the kubelet's --node-labels."""
+    labels: dict[str, str] = {}
+    for value in _kubelet_extra_args(text, "node-labels"):
+        for pair in value.split(","):
+            key, sep, val = pair.strip().partition("=")
+            if key and sep:
+                labels[key] = val
     return labels
+
+
+def kubeadm_node_ips(text: str) -> set[str]:
+    """The addresses kubeadm pinned for a node (the kubelet's --node-ip; etcd and the API server use it too)."""
+    return {ip.strip() for value in _kubelet_extra_args(text, "node-ip") for ip in value.split(",") if ip.strip()}
+
+
+def moved_nodes(nodes: list[engine.Container], configs: Mapping[str, bytes | None]) -> list[str]:
+    """Pure: the nodes whose address is no longer the one kubeadm pinned when the cluster was made.
+
+    The engine gives a restarted container the next free address (several clusters restarted in
+    another order swap theirs); etcd then cannot bind its pinned address and the API server never
+    answers (kind issue 2045: kubeadm does not follow a node's address). One line per such node.
+    """
+    moved = []
+    for node in nodes:
+        text = configs.get(node.id)
+        pinned = kubeadm_node_ips(text.decode("utf-8", "replace")) if text else set()
+        ipv4 = {ip for ip in pinned if ":" not in ip}
+        if node.state == "running" and ipv4 and node.addresses and not ipv4 & set(node.addresses):
+            moved.append(f"{node.name}: made at {', '.join(sorted(ipv4))}, now at {', '.join(node.addresses)}")
+    return moved
 
 
 def creation_record(name: str) -> Path:
@@ -764,8 +803,10 @@ __all__ = [
     "delete_cluster",
     "ensure_harness_context",
     "judge_ownership",
+    "kubeadm_node_ips",
     "kubeadm_node_labels",
     "kubeconfig_path",
+    "moved_nodes",
     "profile_mismatch",
     "require_managed",
     "resolve_node_image",

@@ -35,6 +35,7 @@ class Container:
     state: str  # created, running, paused, restarting, removing, exited, dead
     created: datetime
     labels: Mapping[str, str] = field(default_factory=dict)
+    addresses: tuple[str, ...] = ()  # its IPv4 address on each network it is attached to
 
 
 @lru_cache(maxsize=1)
@@ -94,6 +95,11 @@ def _container(d: Mapping[str, Any]) -> Container:
         state=d["State"]["Status"],
         created=_parse_created(d["Created"]),
         labels=dict(d["Config"].get("Labels") or {}),
+        addresses=tuple(
+            str(n.get("IPAddress"))
+            for n in ((d.get("NetworkSettings") or {}).get("Networks") or {}).values()
+            if isinstance(n, Mapping) and n.get("IPAddress")
+        ),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +85,41 @@ def test_worker_joins_and_pods_reach_each_other_across_nodes(two_nodes: KindClus
                 )
     finally:
         workload.delete_namespace(two_nodes.core, namespace)
+
+
+def _free_address(network: str) -> str:
+    """An IPv4 address of the engine's network that no container holds (from the top of its subnet)."""
+    docker = tools.docker_binary()
+    info = json.loads(tools.run([docker, "network", "inspect", network], timeout=60).stdout)[0]
+    subnet = next(ipaddress.ip_network(c["Subnet"]) for c in info["IPAM"]["Config"] if ":" not in c.get("Subnet", ":"))
+    held = {
+        str(ipaddress.ip_interface(c["IPv4Address"]).ip) for c in info["Containers"].values() if c.get("IPv4Address")
+    }
+    return next(str(ip) for ip in reversed(list(subnet.hosts())) if str(ip) not in held)
+
+
+def test_a_cluster_whose_node_came_back_at_another_address_is_made_again(
+    two_nodes: KindCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Last (it re-makes the cluster): the engine gave the worker another address, as after a restart of the
+    engine with several clusters; kubeadm pinned the old one, so reusing the cluster cannot work."""
+    docker = tools.docker_binary()
+    worker = f"{two_nodes.name}-worker"
+    address = _free_address("kind")
+    tools.run([docker, "network", "disconnect", "kind", worker], timeout=60)
+    tools.run([docker, "network", "connect", "--ip", address, "kind", worker], timeout=60)
+    capsys.readouterr()
+
+    again = KindCluster(name=two_nodes.name, workers=1, node_image=two_nodes.node_image, kind_bin=two_nodes.kind_bin)
+    again.create()
+
+    said = capsys.readouterr().out
+    assert f"cluster {two_nodes.name}: its nodes' addresses changed since it was made ({worker}: made at " in said
+    assert f", now at {address})" in said and "deleting it and creating it again" in said, said
+    assert not again.reused
+    ready = [
+        n
+        for n in again.core.list_node().items
+        if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
+    ]
+    assert len(ready) == 2, [n.metadata.name for n in again.core.list_node().items]

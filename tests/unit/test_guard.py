@@ -7,6 +7,7 @@ server case is in tests/e2e/test_cluster_lifecycle.py).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,7 +30,9 @@ from harness.cluster import (
     creation_record,
     ensure_harness_context,
     judge_ownership,
+    kubeadm_node_ips,
     kubeadm_node_labels,
+    moved_nodes,
 )
 from harness.errors import GuardRefused, HarnessError, NotManaged
 
@@ -218,6 +221,25 @@ def test_recorded_kubeadm_configs_of_a_harness_and_a_plain_kind_node() -> None:
     plain = kubeadm_node_labels((KUBEADM / "plain-kind-control-plane.conf").read_text())
     assert harness.get(MANAGED_LABEL) == "true"
     assert MANAGED_LABEL not in plain
+
+
+def test_the_pinned_node_address_is_read_from_the_recorded_kubeadm_config() -> None:
+    """kind pins each node's address for the kubelet (and kubeadm for etcd and the API server)."""
+    assert kubeadm_node_ips((KUBEADM / "fast-control-plane.conf").read_text()) == {"172.18.0.3"}
+    assert kubeadm_node_ips("not: [yaml") == set() and kubeadm_node_ips("") == set()
+
+
+def test_a_node_back_at_another_address_is_moved_and_one_at_its_own_is_not() -> None:
+    """After the engine restarts, two clusters' nodes may swap addresses: the control plane cannot start."""
+    config = (KUBEADM / "fast-control-plane.conf").read_bytes()  # pinned at 172.18.0.3
+    same = replace(node("a-control-plane"), addresses=("172.18.0.3",))
+    swapped = replace(node("b-control-plane"), addresses=("172.18.0.2",))
+    stopped = replace(node("c-control-plane"), state="exited", addresses=())
+    unknown = replace(node("d-control-plane"), addresses=("172.18.0.9",))
+    configs = {same.id: config, swapped.id: config, stopped.id: config, unknown.id: None}
+    assert moved_nodes([same, swapped, stopped, unknown], configs) == [
+        "b-control-plane: made at 172.18.0.3, now at 172.18.0.2"
+    ]
 
 
 def test_a_cluster_whose_every_node_carries_the_label_is_the_harness_s() -> None:
