@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -484,6 +484,8 @@ class KindCluster:
         `kubectl logs --previous` is right only while a newer instance runs: while the pod shows
         the exit (Terminated, "Error") or waits in CrashLoopBackOff, the last terminated instance
         is the current one, and --previous names the one before it, already removed by the kubelet.
+        A container that restarts within a second (a short maximum back-off) changes between the
+        two, so each attempt reads the pod's status again before it chooses.
         """
         try:
             pods: list[Any] = self.core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -491,18 +493,24 @@ class KindCluster:
             return f"listing pods in {namespace} failed: {exc}\n"
         chunks = []
         for pod in pods:
-            statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
-            for status in statuses:
-                running = status.state is not None and status.state.running is not None
-                ended_before = status.last_state is not None and status.last_state.terminated is not None
-                ended_now = status.state is not None and status.state.terminated is not None
-                if not (ended_before or ended_now):
+            name = pod.metadata.name
+            for status in _statuses(pod):
+                first = _last_ended(status)
+                if first is None:
                     continue
-                name = pod.metadata.name
-                args = ["logs", name, "-c", status.name, *(["--previous"] if running else [])]
-                text = _evidence_text([*kubectl, *args])
+                text = _evidence_text(partial(self._last_instance_log, kubectl, namespace, name, status.name, first))
                 chunks += [f"[pod/{name}/{status.name}] {line}" for line in text.splitlines()]
         return "\n".join(chunks) + "\n" if chunks else "no container of these pods has terminated\n"
+
+    def _last_instance_log(self, kubectl: list[str], namespace: str, pod: str, container: str, first: str) -> str:
+        """kubectl logs of the container's last terminated instance, as the pod's status names it now."""
+        try:
+            current = self.core.read_namespaced_pod(pod, namespace)
+            which = _last_ended(next(s for s in _statuses(current) if s.name == container)) or first
+        except Exception:  # noqa: BLE001 - gone meanwhile: the first choice stands
+            which = first
+        previous = which == "previous"
+        return _evidence_run([*kubectl, "logs", pod, "-c", container, *(["--previous"] if previous else [])])
 
     def export_logs(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -510,17 +518,33 @@ class KindCluster:
         return directory
 
 
-def _evidence_text(argv: list[str]) -> str:
-    """One kubectl command's output for the evidence; re-asked for a few seconds while a log it names is gone.
+def _statuses(pod: Any) -> list[Any]:
+    return list(pod.status.init_container_statuses or []) + list(pod.status.container_statuses or [])
+
+
+def _last_ended(status: Any) -> str | None:
+    """Which instance of a container ended last: "previous" while a newer one runs, "current" when the
+    current one has terminated (or waits to restart after it), None when none has terminated."""
+    if status.state is not None and status.state.running is not None:
+        return "previous" if status.last_state is not None and status.last_state.terminated is not None else None
+    ended_now = status.state is not None and status.state.terminated is not None
+    ended_before = status.last_state is not None and status.last_state.terminated is not None
+    return "current" if ended_now or ended_before else None
+
+
+def _evidence_run(argv: list[str]) -> str:
+    result = tools.run(argv, check=False, timeout=60)
+    return result.stdout + result.stderr
+
+
+def _evidence_text(source: list[str] | Callable[[], str]) -> str:
+    """One kubectl command's output (argv, or a callable that runs one) for the evidence; re-asked for
+    a few seconds while a log it names is gone.
 
     The kubelet keeps one dead instance per container: when a crash-looping container exits again,
     the older one is removed while the pod status may still name it for a moment.
     """
-
-    def once() -> str:
-        result = tools.run(argv, check=False, timeout=60)
-        return result.stdout + result.stderr
-
+    once = source if callable(source) else partial(_evidence_run, source)
     retrying = Retrying(
         stop=stop_after_delay(10),
         wait=wait_exponential(multiplier=0.5, max=2),

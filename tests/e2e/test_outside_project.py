@@ -154,7 +154,11 @@ def _dependency_wheels(wheel: Path) -> Path:
             remedy="check that PyPI is reachable",
         )
         (tmp / wheel.name).unlink()  # only the dependencies are cached; the harness's wheel is this run's
-        os.replace(tmp, target)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # else another xdist worker downloaded the same wheels first: use those
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -6,6 +6,7 @@ The kubelet keeps one dead container per pod container; the real race is seen on
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -45,3 +46,28 @@ def test_a_log_that_stays_gone_is_written_as_kubectl_said_it(monkeypatch: pytest
     calls = scripted(monkeypatch, [GONE])
     assert cluster._evidence_text(["kubectl", "logs", "--previous"]) == GONE
     assert 1 < len(calls) < 10
+
+
+def _status(state: str, last_terminated: bool) -> Any:
+    states = {k: (object() if k == state else None) for k in ("running", "terminated", "waiting")}
+    return SimpleNamespace(
+        state=SimpleNamespace(**states),
+        last_state=SimpleNamespace(terminated=object() if last_terminated else None),
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "last_terminated", "which"),
+    [
+        ("running", True, "previous"),  # a newer instance runs: --previous is the one that ended
+        ("running", False, None),  # never ended: no last words
+        ("terminated", True, "current"),  # the instance that just exited is the current one
+        ("terminated", False, "current"),
+        ("waiting", True, "current"),  # CrashLoopBackOff: kubectl logs (no --previous) gives the one that ended
+        ("waiting", False, None),  # ContainerCreating
+    ],
+)
+def test_the_last_ended_instance_follows_the_status_read_each_time(
+    state: str, last_terminated: bool, which: str | None
+) -> None:
+    assert cluster._last_ended(_status(state, last_terminated)) == which
