@@ -167,11 +167,14 @@ class _Run:
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
+        # The bookkeeping holds signals back (signals.deferred), so an interrupt always finds the
+        # step it names in the report: in progress (current_step, recorded FAILED) or ended.
         began = time.monotonic()
-        self.current_step = name
-        self.o.say(f"==> {name}")
         try:
             try:
+                with signals.deferred():
+                    self.current_step = name
+                    self.o.say(f"==> {name}")
                 yield
             except urllib3.exceptions.HTTPError as exc:  # a call that timed out or lost its connection
                 if self.session is None:
@@ -180,7 +183,9 @@ class _Run:
         except BaseException as exc:
             self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.FAILED, first_line(exc)))
             raise
-        self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.OK))
+        with signals.deferred():
+            self.steps.append(StepReport(name, round(time.monotonic() - began, 2), StepStatus.OK))
+            self.current_step = ""
 
     def open_session(self) -> None:
         with self.step("cluster"):
@@ -969,7 +974,10 @@ def run_scenario(scenario: Scenario, options: RunOptions | None = None) -> RunRe
     except KeyboardInterrupt as exc:
         # Ctrl-C, or SIGTERM / SIGHUP raised as Interrupted (harness.signals): no verdict.
         status = ExitStatus(signals.exit_status(exc))
-        where = f" during step '{run.current_step}'" if run.current_step else ""
+        if run.current_step:
+            where = f" during step '{run.current_step}'"
+        else:  # between two steps
+            where = f" after step '{run.steps[-1].name}'" if run.steps else ""
         error = f"interrupted by {signals.signal_name(exc)}{where}"
     except (BadInput, ScenarioError) as exc:
         status, error = ExitStatus.BAD_INPUT, str(exc)

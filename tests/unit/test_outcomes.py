@@ -714,11 +714,11 @@ def test_unschedulable_and_image_pull_stop_a_healthy_wait(core: FakeCore) -> Non
         fake.list_namespaced_pod.items = pods
         fake.list_namespaced_event.items = events
         try:
-            verdict = watch(fake, "ns", "", expect=Outcome.HEALTHY, timeout=10)
+            verdict = watch(fake, "ns", "", expect=Outcome.HEALTHY, timeout=60)
         finally:
             fake.shutdown.set()
         assert verdict.outcome is outcome
-        assert verdict.seconds < 2
+        assert verdict.seconds < 20, "it waited for the timeout instead of stopping at the first sight"
         assert verdict.cause is not None and verdict.cause.message
 
 
