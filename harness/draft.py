@@ -336,10 +336,9 @@ def _between_restarts(pods: Sequence[PodState], events: Sequence[Obj]) -> tuple[
     Waiting reason was written (a pod held in Pending by such an init container is an init crash loop)."""
     for p in pods:
         for c in p.containers:
-            failed_now = c.state == "terminated" and (c.exit_code not in (None, 0) or c.reason not in ("", "Completed"))
-            done = c.state == "terminated" and not failed_now  # it has since succeeded
+            done = c.state == "terminated" and not c.failed  # it has since succeeded
             failed_before = c.restarts >= 1 and c.last_exit_code not in (None, 0) and not done
-            if (failed_now or failed_before) and not c.ready and _backoff_events(events, p.name, c.name):
+            if (c.failed or failed_before) and not c.ready and _backoff_events(events, p.name, c.name):
                 return p, c
     return None
 

@@ -101,13 +101,11 @@ RESTART_LOOP = 3  # restarts after failures that make a crash loop, whether or n
 
 
 def _container_outcome(c: ContainerState) -> Outcome | None:
-    if c.state != "waiting" or c.reason != CRASH_LOOP_REASON:
-        # The kubelet restarts a failed container after a back-off; with a short maximum back-off
-        # (KubeletConfiguration crashLoopBackOff.maxContainerRestartPeriod) the restart may come
-        # before any watch sees the Waiting reason. Failing again and again is the crash loop.
-        failed_last = c.last_exit_code not in (0, None) or c.last_reason not in ("", "Completed")
-        if c.restarts >= RESTART_LOOP and failed_last and c.state != "terminated":
-            return Outcome.INIT_CRASH_LOOP if c.init else Outcome.CRASH_LOOP
+    # The kubelet restarts a failed container after a back-off; with a short maximum back-off
+    # (KubeletConfiguration crashLoopBackOff.maxContainerRestartPeriod) the restart may come
+    # before any watch sees the Waiting reason. Failing again and again is the crash loop.
+    if c.restarts >= RESTART_LOOP and c.failed_last and c.state != "terminated":
+        return Outcome.INIT_CRASH_LOOP if c.init else Outcome.CRASH_LOOP
     if c.state != "waiting":
         return None
     if c.reason == CRASH_LOOP_REASON:
@@ -122,7 +120,7 @@ def _container_outcome(c: ContainerState) -> Outcome | None:
 def _failed_container(containers: Sequence[ContainerState]) -> ContainerState | None:
     """The container a Failed pod failed on: the first one that terminated unsuccessfully."""
     ended = [c for c in containers if c.state == "terminated"]
-    bad = [c for c in ended if c.exit_code not in (0, None) or c.reason not in ("", "Completed")]
+    bad = [c for c in ended if c.failed]
     chosen = bad or ended
     return chosen[0] if chosen else None
 

@@ -293,6 +293,16 @@ class ContainerState:
     last_started_at: datetime | None = None  # of the instance in lastState.terminated
 
     @property
+    def failed(self) -> bool:
+        """The current state is a termination other than success (a non-zero exit, or a reason such as OOMKilled)."""
+        return self.state == "terminated" and (self.exit_code not in (0, None) or self.reason not in ("", "Completed"))
+
+    @property
+    def failed_last(self) -> bool:
+        """The instance before (lastState.terminated) ended other than in success."""
+        return self.last_exit_code not in (0, None) or self.last_reason not in ("", "Completed")
+
+    @property
     def instance(self) -> str:
         """The short ID (12 hex digits) of the container instance the current state is about."""
         return short_id(self.container_id)
