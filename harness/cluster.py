@@ -266,13 +266,15 @@ class KindCluster:
 
         None when there is no node, or the nodes disagree.
         """
+        return profiles.profile_of_nodes(
+            [kubeadm_node_labels(text.decode(errors="replace") if text else "") for _, text in self._node_configs()]
+        )
+
+    def _node_configs(self) -> list[tuple[engine.Container, bytes | None]]:
+        """Each Kubernetes node container of the cluster (running or not) with its kubeadm config, if readable."""
         nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
         kube_nodes = [n for n in nodes if n.labels.get(KIND_ROLE_LABEL) != "external-load-balancer"]
-        labels = []
-        for node in kube_nodes:
-            text = engine.read_file(node.id, KUBEADM_CONFIG)
-            labels.append(kubeadm_node_labels(text.decode(errors="replace") if text else ""))
-        return profiles.profile_of_nodes(labels)
+        return [(node, engine.read_file(node.id, KUBEADM_CONFIG)) for node in kube_nodes]
 
     def delete(self) -> None:
         """Delete the cluster and the files the harness made for it (nothing else).
@@ -304,9 +306,8 @@ class KindCluster:
         return bool(nodes) and all(n.state in ("running", "paused") for n in nodes)
 
     def _moved_nodes(self) -> list[str]:
-        nodes = engine.containers(f"{KIND_CLUSTER_LABEL}={self.name}")
-        kube_nodes = [n for n in nodes if n.labels.get(KIND_ROLE_LABEL) != "external-load-balancer"]
-        return moved_nodes(kube_nodes, {n.id: engine.read_file(n.id, KUBEADM_CONFIG) for n in kube_nodes})
+        configs = self._node_configs()
+        return moved_nodes([node for node, _ in configs], {node.id: text for node, text in configs})
 
     def _export_kubeconfig(self) -> None:
         tools.run(
